@@ -36,3 +36,7 @@ class ExecutionFailure(EmageError):
 
 class GeminiUnavailable(ExecutionFailure):
     """Gemini could not be reached or kept failing after bounded retries."""
+
+
+class UnreadableAnswer(ExecutionFailure):
+    """Gemini answered, but nothing usable could be read from it (never a silent default)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the fake Gemini endpoint (filled in with the Gemini layer)."""
