@@ -1,0 +1,270 @@
+"""The Python API: ``Agent`` and ``Session`` for embedding, ``FluxVLMPipeline`` for the seed's usage.
+
+The agent builds its collaborators lazily and once: one executor per agent (so the FLUX
+models load once per process), one Gemini client, and one planner chat per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from emage_agent import selector
+from emage_agent.agent import SessionLoop, png_bytes
+from emage_agent.config import Settings, load_settings
+from emage_agent.contracts import validate_arguments
+from emage_agent.errors import UserError
+from emage_agent.evaluation import Evaluation
+from emage_agent.options import AgentEvent, parse_options
+from emage_agent.planning import ToolCall
+from emage_agent.session import SessionStore
+
+
+class Agent:
+    """Runs sessions. Pass your own collaborators to embed EMage in another system or test it."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        root: Path | str | None = None,
+        executor: Any = None,
+        evaluator: Any = None,
+        rewriter: Any = None,
+        planner_factory: Callable[[], Any] | None = None,
+        selector_config: selector.SelectorConfig | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.root = Path(root) if root is not None else self.settings.session_root
+        self._executor = executor
+        self._evaluator = evaluator
+        self._rewriter = rewriter
+        self._planner_factory = planner_factory
+        self._client: Any = None
+        self._seen_calls = 0
+        self.selector_config = selector_config or selector.SelectorConfig()
+        self.on_event = on_event
+
+    # ---- collaborators, built on first use ------------------------------------------
+    @property
+    def executor(self) -> Any:
+        if self._executor is None:
+            from emage_agent.executor import Executor
+
+            self._executor = Executor(self.settings)
+        return self._executor
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from emage_agent.gemini import GeminiClient
+
+            self._client = GeminiClient(self.settings)
+        return self._client
+
+    @property
+    def evaluator(self) -> Any:
+        if self._evaluator is None:
+            from emage_agent.gemini import Evaluator
+
+            self._evaluator = Evaluator(self.client)
+        return self._evaluator
+
+    @property
+    def rewriter(self) -> Any:
+        if self._rewriter is None:
+            from emage_agent.gemini import Rewriter
+
+            self._rewriter = Rewriter(self.client)
+        return self._rewriter
+
+    def _new_planner(self) -> Any:
+        if self._planner_factory is not None:
+            return self._planner_factory()
+        from emage_agent.gemini import Planner
+
+        return Planner(self.client)
+
+    def _new_calls(self) -> list[dict[str, Any]]:
+        """Gemini call records made since the last look (token use and latency, no secrets)."""
+        if self._client is None:
+            return []
+        calls = self.client.calls[self._seen_calls :]
+        self._seen_calls += len(calls)
+        return [c.model_dump(mode="json") for c in calls]
+
+    def _loop(self, store: SessionStore) -> SessionLoop:
+        planner = self._new_planner() if store.info.options.get("planner", "gemini") == "gemini" else None
+        return SessionLoop(
+            store,
+            tools=self.executor,
+            evaluator=self.evaluator,
+            rewriter=self.rewriter,
+            planner=planner,
+            config=self.selector_config,
+            usage=self._new_calls,
+            emit=self._emit,
+        )
+
+    def _emit(self, event: AgentEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def check_ready(self) -> None:
+        """Refuse to start what cannot finish: no key, or no GPU without an explicit CPU choice."""
+        if self._evaluator is None and self.settings.gemini_api_key is None:
+            raise UserError(
+                "no Gemini API key; set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in .env",
+                field="GEMINI_API_KEY",
+            )
+        if self._executor is None:
+            from emage_agent.executor import resolve_device
+
+            resolve_device(self.settings)
+
+    # ---- sessions -------------------------------------------------------------------
+    def start(self, prompt: str, **options: Any) -> Session:
+        """Create a session and make its first image (generated and evaluated)."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise UserError("the prompt is empty; say what the image should show", field="prompt")
+        opts = parse_options(**options)
+        opts.generate_args(prompt)
+        store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
+        session = Session(self, store)
+        try:
+            session.loop.start()
+        finally:
+            session.write_report()
+        return session
+
+    def open(self, session: str | Path) -> Session:
+        """An existing session, by directory or by id under the session root."""
+        path = Path(session)
+        if not path.exists() and (self.root / str(session)).exists():
+            path = self.root / str(session)
+        return Session(self, SessionStore.open(path))
+
+    def evaluate(self, image: Image.Image, prompt: str) -> Evaluation:
+        return self.evaluator.evaluate(png_bytes(image), prompt)
+
+    def run_tool(self, tool: str, args: dict[str, Any], session: Session | None = None) -> dict[str, Any]:
+        """One tool in a session, outside the loop (MCP, scripts). ``generate`` may start a session."""
+        args = validate_arguments(tool, args)
+        if session is None:
+            if tool != "generate":
+                raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
+            options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
+            store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})
+            session = Session(self, store)
+        loop = session.loop
+        report = loop.execute(ToolCall(name=tool, args=args), decision={"strategy": "direct"}, vetoes=[])
+        session.write_report()
+        head = session.store.head()
+        artifact = report.artifact_id
+        return {
+            "session_id": session.id,
+            "session_dir": str(session.dir),
+            "ok": report.ok,
+            "step": head.step if head else None,
+            "artifact_id": artifact,
+            "image": str(session.store.artifact_path(artifact)) if artifact else None,
+            "note": report.summary,
+            "prompt": session.store.info.prompt,
+        }
+
+
+class Session:
+    """One stored session: run it, refine it with feedback, move back through its history."""
+
+    def __init__(self, agent: Agent, store: SessionStore) -> None:
+        self.agent = agent
+        self.store = store
+        self.loop = agent._loop(store)
+
+    @property
+    def id(self) -> str:
+        return self.store.id
+
+    @property
+    def dir(self) -> Path:
+        return self.store.dir
+
+    def run(self, iterations: int | None = None) -> dict[str, Any]:
+        try:
+            return self.loop.run(iterations)
+        finally:
+            self.write_report()
+
+    def step(self) -> dict[str, Any]:
+        """One more iteration of the automatic loop."""
+        return self.run(iterations=1)
+
+    def refine(self, feedback: str, iterations: int = 1) -> dict[str, Any]:
+        """The user's words become the highest-weight issue of the next evaluation, then the loop runs."""
+        self.loop.add_feedback(feedback)
+        return self.run(iterations=iterations)
+
+    def revert(self, step: int) -> None:
+        self.store.revert(step)
+        self.write_report()
+
+    def undo(self) -> None:
+        self.store.undo()
+        self.write_report()
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.store.summary()["history"]
+
+    def summary(self) -> dict[str, Any]:
+        return self.store.summary()
+
+    def best_image(self) -> Image.Image:
+        best = self.store.best()
+        if best is None:
+            raise UserError("the session has no scored image yet", field="session")
+        return self.store.load_image(self.store.image_of(best.step).id)
+
+    def write_report(self) -> Path:
+        from emage_agent.report import write_report
+
+        return write_report(self.store)
+
+
+class FluxVLMPipeline:
+    """The seed's interface, unchanged: one call, a dict with the final image and the history."""
+
+    def __init__(self, settings: Settings | None = None, **agent_kwargs: Any) -> None:
+        self.agent = Agent(settings, **agent_kwargs)
+
+    def generate_and_evaluate(
+        self,
+        prompt: str,
+        num_iterations: int = 3,
+        guidance_scale: float = 7.5,
+        num_inference_steps: int = 30,
+        seed: int | None = None,
+        width: int = 1024,
+        height: int = 1024,
+    ) -> dict[str, Any]:
+        session = self.agent.start(
+            prompt,
+            iterations=num_iterations,
+            guidance=guidance_scale,
+            steps=num_inference_steps,
+            seed=seed,
+            width=width,
+            height=height,
+        )
+        summary = session.run()
+        return {
+            "final_image": session.best_image(),
+            "final_prompt": summary["final_prompt"],
+            "satisfaction_score": summary["satisfaction_score"],
+            "history": summary["history"],
+            "session_dir": summary["session_dir"],
+        }
