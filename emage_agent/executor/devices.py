@@ -1,0 +1,100 @@
+"""Device, dtype and residency decisions, and the one place modules cross the host/device bus.
+
+``resolve_device`` and ``choose_residency`` are importable without loading any model, so the
+CLI can fail fast on a machine without a GPU and the policy can be unit-tested as arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from emage_agent.config import Settings
+from emage_agent.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from emage_agent.executor.types import ExecutorCounters
+
+Policy = Literal["resident", "swap", "offload"]
+GiB = 1024**3
+# Room for activations, the VAE decode and the allocator's slack at 1024x1024 in bfloat16.
+DEFAULT_HEADROOM = 4 * GiB
+
+
+def resolve_device(settings: Settings) -> str:
+    """``cuda`` or ``cpu``; ``auto`` never silently falls back to hours of CPU work."""
+    import torch
+
+    if settings.device == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if settings.device == "cuda":
+            raise UserError("EMAGE_DEVICE is cuda but no CUDA GPU is visible to torch", field="EMAGE_DEVICE")
+        raise UserError(
+            "no CUDA GPU found; set EMAGE_DEVICE=cpu to run on the CPU (hours for the 12B models)",
+            field="EMAGE_DEVICE",
+        )
+    return "cuda"
+
+
+def resolve_dtype(settings: Settings, device: str) -> torch.dtype:
+    """bfloat16 on CUDA (what FLUX.1 was trained in), float32 on the CPU, unless set."""
+    import torch
+
+    if settings.dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, settings.dtype)
+
+
+def choose_residency(
+    free_bytes: int,
+    shared_bytes: int,
+    transformer_bytes: int,
+    n_transformers: int,
+    headroom: int = DEFAULT_HEADROOM,
+) -> Policy:
+    """The fastest policy that fits: all transformers resident, else one at a time, else offload.
+
+    ``shared_bytes`` are the text encoders and the VAE, which every policy but offload keeps
+    on the device; ``transformer_bytes`` is one FLUX transformer.
+    """
+    if free_bytes >= shared_bytes + n_transformers * transformer_bytes + headroom:
+        return "resident"
+    if free_bytes >= shared_bytes + transformer_bytes + headroom:
+        return "swap"
+    return "offload"
+
+
+def free_device_bytes(device: str) -> int:
+    import torch
+
+    if device != "cuda":
+        return 0
+    free, _total = torch.cuda.mem_get_info()
+    return int(free)
+
+
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers: what a move across the bus carries."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def module_device(module: Any) -> str:
+    for tensor in module.parameters():
+        return tensor.device.type
+    return "cpu"
+
+
+def move(module: Any, device: str, counters: ExecutorCounters) -> None:
+    """Move ``module`` to ``device`` (``cpu`` or ``cuda``), counting the bytes that cross."""
+    current = module_device(module)
+    if current == device:
+        return
+    nbytes = module_bytes(module)
+    module.to(device)
+    if device == "cpu":
+        counters.bytes_to_host += nbytes
+    else:
+        counters.bytes_to_device += nbytes

@@ -1,0 +1,159 @@
+"""The executor: one entry point, ``run``, for every tool EMage executes on its own hardware.
+
+Arguments are checked against the tool's contract and images are checked before any model
+loads; models load on first use and stay. Failures keep EMage's three kinds apart: bad input
+is ``InvalidArgument``, the planner's unusable request is ``ModelMistake``, and anything that
+breaks while running becomes ``ExecutionFailure`` so the session records it and stays resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from emage_agent.config import Settings
+from emage_agent.contracts import validate_arguments
+from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument
+from emage_agent.executor import inputs
+from emage_agent.executor.generation import CallbackRaised
+from emage_agent.executor.types import ExecutorCounters, ToolOutput
+
+log = logging.getLogger(__name__)
+
+DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint")
+SEED_LIMIT = 2**32
+
+
+class Executor:
+    """Runs FLUX.1 tools and mask making; thread-safe, one tool at a time on the device."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._counters = ExecutorCounters()
+        self._manager: Any = None
+        self._lock = threading.RLock()
+
+    @property
+    def counters(self) -> ExecutorCounters:
+        """A snapshot: later runs do not change the object returned."""
+        return self._counters.model_copy(deep=True)
+
+    def models(self) -> Any:
+        """The model manager (created on first use; resolving the device may raise ``UserError``)."""
+        with self._lock:
+            if self._manager is None:
+                from emage_agent.executor.models import ModelManager
+
+                self._manager = ModelManager(self.settings, self._counters)
+            return self._manager
+
+    def run(
+        self,
+        tool: str,
+        args: dict[str, Any] | None,
+        images: dict[str, Image.Image] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> ToolOutput:
+        """Run ``tool``; ``images`` holds ``image`` (and ``mask`` for inpaint) as PIL images."""
+        args, checked = _check(tool, args, images)
+        with self._lock:
+            manager = self.models()
+            start = time.perf_counter()
+            try:
+                output = _dispatch(manager, tool, args, checked, on_step)
+            except CallbackRaised as raised:
+                raise raised.original from None
+            except EmageError:
+                raise
+            except Exception as exc:
+                raise _failure(tool, exc) from exc
+            finally:
+                seconds = time.perf_counter() - start
+                self._counters.count_call(tool, seconds)
+        log.info("%s took %.2fs", tool, seconds)
+        return output.model_copy(update={"seconds": seconds})
+
+    def close(self) -> None:
+        """Free every model; a later ``run`` loads again (and the counters will show it)."""
+        with self._lock:
+            if self._manager is not None:
+                self._manager.close()
+                self._manager = None
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _check(
+    tool: str, args: dict[str, Any] | None, images: dict[str, Image.Image] | None
+) -> tuple[dict[str, Any], dict[str, Image.Image]]:
+    """Validated arguments (defaults filled, seed chosen) and checked images, before any model work."""
+    if tool == "rewrite_prompt":
+        raise InvalidArgument(
+            "rewrite_prompt is Gemini's tool, not the executor's: the agent asks Gemini for the new prompt, "
+            "then runs generate or an edit with it",
+            field="tool",
+        )
+    args = validate_arguments(tool, args)
+    if images is not None and not isinstance(images, dict):
+        raise InvalidArgument(f"images must be a dict of PIL images, got {type(images).__name__}", field="images")
+    images = images or {}
+    checked: dict[str, Image.Image] = {}
+    if tool == "canny_edit":
+        inputs.canny_thresholds(args)
+    if tool == "make_mask":
+        inputs.mask_region(args)
+        checked["image"] = inputs.rgb_image(images, edit=False)
+    elif tool in ("canny_edit", "depth_edit", "inpaint"):
+        checked["image"] = inputs.rgb_image(images)
+    if tool == "inpaint":
+        checked["mask"] = inputs.mask_image(images, checked["image"].size)
+    if tool in DENOISING_TOOLS and args.get("seed") is None:
+        args["seed"] = secrets.randbelow(SEED_LIMIT)
+    return args, checked
+
+
+def _dispatch(
+    manager: Any,
+    tool: str,
+    args: dict[str, Any],
+    images: dict[str, Image.Image],
+    on_step: Callable[[int, int], None] | None,
+) -> ToolOutput:
+    if tool == "generate":
+        from emage_agent.executor.generation import generate
+
+        return generate(manager, args, on_step)
+    if tool == "canny_edit":
+        from emage_agent.executor.control import canny_edit
+
+        return canny_edit(manager, args, images["image"], on_step)
+    if tool == "depth_edit":
+        from emage_agent.executor.control import depth_edit
+
+        return depth_edit(manager, args, images["image"], on_step)
+    if tool == "inpaint":
+        from emage_agent.executor.inpainting import inpaint
+
+        return inpaint(manager, args, images["image"], images["mask"], on_step)
+    if tool == "make_mask":
+        from emage_agent.executor.masks import make_mask
+
+        return make_mask(manager, args, images["image"])
+    raise InvalidArgument(f"the executor does not run {tool!r}", field="tool")
+
+
+def _failure(tool: str, exc: Exception) -> ExecutionFailure:
+    message = f"{tool} failed: {type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "OutOfMemoryError":
+        message += "; free GPU memory or set EMAGE_RESIDENCY=offload"
+    return ExecutionFailure(message)

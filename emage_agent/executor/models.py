@@ -1,0 +1,282 @@
+"""The model manager: every weight loaded once, shared where FLUX.1 variants agree, placed by policy.
+
+The FLUX.1 variants differ only in their 12B transformer; the CLIP and T5 encoders, their
+tokenizers and the VAE are the same, so they are loaded once (from the base model) and the
+very same objects go into every pipeline. Transformers are keyed by source, so two settings
+naming one repository share one load. Where they live follows the residency policy:
+
+- ``resident``: everything on the device (no traffic after the first move);
+- ``swap``: encoders and VAE on the device, transformers wait in host memory and only the
+  active one sits on the device;
+- ``offload``: diffusers' model CPU offload, for devices too small for one transformer.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from emage_agent.config import Settings
+from emage_agent.executor.devices import (
+    Policy,
+    choose_residency,
+    free_device_bytes,
+    module_bytes,
+    module_device,
+    move,
+    resolve_device,
+    resolve_dtype,
+)
+from emage_agent.executor.loading import Loader
+from emage_agent.executor.types import ExecutorCounters
+
+log = logging.getLogger(__name__)
+
+# tool -> (diffusers pipeline class, Settings field naming the repository of its transformer)
+TOOL_PIPELINES = {
+    "generate": ("FluxPipeline", "base_model"),
+    "canny_edit": ("FluxControlImg2ImgPipeline", "canny_model"),
+    "depth_edit": ("FluxControlImg2ImgPipeline", "depth_model"),
+    "inpaint": ("FluxFillPipeline", "fill_model"),
+}
+MAX_SEQUENCE_LENGTH = 512  # FLUX.1-dev's T5 context
+EMBEDDING_CACHE_SIZE = 32  # T5 embeddings are 4 MiB each in bfloat16
+
+
+def env_name(field: str) -> str:
+    return f"EMAGE_{field.upper()}"
+
+
+class PromptCache:
+    """A bounded LRU of prompt embeddings: an agent re-uses its prompt across many edits."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any | None:
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class ModelManager:
+    """Loads on first use, keeps what it loaded, and counts every byte read or moved."""
+
+    def __init__(self, settings: Settings, counters: ExecutorCounters) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.device = resolve_device(settings)
+        self.dtype = resolve_dtype(settings, self.device)
+        counters.device = self.device
+        self._loader = Loader(settings, counters)
+        self._shared: dict[str, Any] | None = None
+        self._transformers: dict[str, Any] = {}
+        self._pipelines: dict[str, Any] = {}
+        self._aux: dict[str, tuple[Any, Any]] = {}
+        self._embeddings = PromptCache(EMBEDDING_CACHE_SIZE)
+        self.policy: Policy | None = None
+        if self.device == "cpu":
+            self.policy = "resident"  # host memory is the device: nothing to move
+        elif settings.residency != "auto":
+            self.policy = settings.residency
+        counters.residency = self.policy
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def shared(self) -> dict[str, Any]:
+        """Encoders, tokenizers and VAE of the base model: one copy for every pipeline."""
+        if self._shared is None:
+            from diffusers import AutoencoderKL
+            from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+            parts = [
+                ("vae", AutoencoderKL, "diffusers", True),
+                ("text_encoder", CLIPTextModel, "transformers", True),
+                ("text_encoder_2", T5EncoderModel, "transformers", True),
+                ("tokenizer", AutoTokenizer, "transformers", False),
+                ("tokenizer_2", AutoTokenizer, "transformers", False),
+            ]
+            # In the hub's layout each component's subfolder bears its name.
+            self._shared = {
+                name: self._loader.load(
+                    name,
+                    cls,
+                    self.settings.base_model,
+                    field=env_name("base_model"),
+                    subfolder=name,
+                    dtype=self.dtype if weights else None,
+                    library=library,
+                    weights=weights,
+                )
+                for name, cls, library, weights in parts
+            }
+        return self._shared
+
+    def _shared_modules(self) -> list[Any]:
+        shared = self.shared()
+        return [shared["vae"], shared["text_encoder"], shared["text_encoder_2"]]
+
+    def _transformer(self, field: str) -> Any:
+        source = getattr(self.settings, field)
+        if source not in self._transformers:
+            from diffusers import FluxTransformer2DModel
+
+            self._transformers[source] = self._loader.load(
+                f"transformer:{field.removesuffix('_model')}",
+                FluxTransformer2DModel,
+                source,
+                field=env_name(field),
+                subfolder="transformer",
+                dtype=self.dtype,
+            )
+        return self._transformers[source]
+
+    def pipeline(self, tool: str) -> Any:
+        """The tool's pipeline, built once from the shared components and its transformer."""
+        if tool not in self._pipelines:
+            import diffusers
+
+            class_name, field = TOOL_PIPELINES[tool]
+            transformer = self._transformer(field)
+            scheduler = self._loader.load(
+                "scheduler",
+                diffusers.FlowMatchEulerDiscreteScheduler,
+                getattr(self.settings, field),
+                field=env_name(field),
+                subfolder="scheduler",
+                weights=False,
+            )
+            pipe = getattr(diffusers, class_name)(scheduler=scheduler, transformer=transformer, **self.shared())
+            pipe.set_progress_bar_config(disable=True)
+            self._decide_policy(transformer)
+            self._place()
+            self._pipelines[tool] = pipe
+        return self._pipelines[tool]
+
+    # -- residency -----------------------------------------------------------------------------
+
+    def _decide_policy(self, transformer: Any) -> None:
+        if self.policy is not None:
+            return
+        fields = {f for _cls, f in TOOL_PIPELINES.values()}
+        sources = {getattr(self.settings, f) for f in fields}
+        shared = sum(module_bytes(m) for m in self._shared_modules())
+        free = free_device_bytes(self.device)
+        self.policy = choose_residency(free, shared, module_bytes(transformer), len(sources))
+        self.counters.residency = self.policy
+        log.info("residency %s: %.1f GiB free on %s", self.policy, free / 1024**3, self.device)
+
+    def _place(self) -> None:
+        """Put every loaded module where the policy wants it while idle."""
+        if self.policy == "offload":
+            return
+        for module in self._shared_modules():
+            move(module, self.device, self.counters)
+        if self.policy == "resident":
+            for transformer in self._transformers.values():
+                move(transformer, self.device, self.counters)
+
+    def activate(self, tool: str) -> Any:
+        """The tool's pipeline, ready to run: its transformer on the device, by the policy's means."""
+        pipe = self.pipeline(tool)
+        if self.policy == "swap":
+            for transformer in self._transformers.values():
+                if transformer is not pipe.transformer:
+                    move(transformer, "cpu", self.counters)
+            move(pipe.transformer, self.device, self.counters)
+        elif self.policy == "offload":
+            # Hooks are re-installed per run: the shared modules carry the last pipeline's hooks.
+            pipe.enable_model_cpu_offload(device=self.device)
+            self._count_offload_moves(pipe)
+        return pipe
+
+    def _count_offload_moves(self, pipe: Any) -> None:
+        """Count what accelerate's hooks move; each model goes back to the host before the run ends."""
+        counters = self.counters
+        for module in pipe.components.values():
+            hook = getattr(module, "_hf_hook", None)
+            if hook is None or not hasattr(hook, "pre_forward"):
+                continue
+
+            def counted(mod: Any, *args: Any, _original: Any = hook.pre_forward, **kwargs: Any) -> Any:
+                if module_device(mod) == "cpu":
+                    nbytes = module_bytes(mod)
+                    counters.bytes_to_device += nbytes
+                    counters.bytes_to_host += nbytes
+                return _original(mod, *args, **kwargs)
+
+            hook.pre_forward = counted
+
+    # -- prompt embeddings ---------------------------------------------------------------------
+
+    def embed(self, pipe: Any, prompt: str) -> tuple[Any, Any]:
+        """T5 and pooled CLIP embeddings of ``prompt``, encoded once while they stay in the cache."""
+        key = (prompt, MAX_SEQUENCE_LENGTH)
+        cached = self._embeddings.get(key)
+        if cached is not None:
+            self.counters.embedding_hits += 1
+            return cached
+        self.counters.embedding_misses += 1
+        import torch
+
+        with torch.inference_mode():
+            prompt_embeds, pooled, _text_ids = pipe.encode_prompt(
+                prompt=prompt, prompt_2=None, device=self.device, max_sequence_length=MAX_SEQUENCE_LENGTH
+            )
+        self._embeddings.put(key, (prompt_embeds, pooled))
+        return prompt_embeds, pooled
+
+    # -- auxiliary models ----------------------------------------------------------------------
+
+    def _auxiliary(self, name: str, model_cls: Any, processor_cls: Any) -> tuple[Any, Any]:
+        """A small helper model and its processor, in float32 on the device, kept for good."""
+        if name not in self._aux:
+            import torch
+
+            source, field = getattr(self.settings, name), env_name(name)
+            model = self._loader.load(name, model_cls, source, field=field, dtype=torch.float32, library="transformers")
+            processor = self._loader.load(f"{name}_processor", processor_cls, source, field=field, weights=False)
+            model.eval()
+            move(model, self.device, self.counters)
+            self._aux[name] = (model, processor)
+        return self._aux[name]
+
+    def depth_estimator(self) -> tuple[Any, Any]:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        return self._auxiliary("depth_estimator", AutoModelForDepthEstimation, AutoImageProcessor)
+
+    def segmenter(self) -> tuple[Any, Any]:
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        return self._auxiliary("segmenter", CLIPSegForImageSegmentation, CLIPSegProcessor)
+
+    # -- introspection and teardown ------------------------------------------------------------
+
+    def loaded_pipelines(self) -> dict[str, Any]:
+        return dict(self._pipelines)
+
+    def close(self) -> None:
+        self._pipelines.clear()
+        self._transformers.clear()
+        self._aux.clear()
+        self._embeddings.clear()
+        self._shared = None
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
