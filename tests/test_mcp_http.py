@@ -1,0 +1,122 @@
+"""Streamable HTTP: a real uvicorn server on 127.0.0.1 (random port), the SDK's HTTP client, and raw requests.
+
+The bearer token is checked on every request; without one the server may only listen on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from emage_agent.errors import UserError
+from emage_agent.mcp_server import BearerAuth, build_server, http_app, is_loopback, main
+from tests.test_mcp_support import scripted_agent
+
+pytestmark = pytest.mark.anyio
+TOKEN = "t0ken-for-tests-9f3ab1c2d4e5"
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    agent = scripted_agent(tmp_path / "sessions")
+    return build_server(lambda: agent)
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port; yields the MCP endpoint URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def post(url: str, authorization: str | None = None) -> httpx2.Response:
+    headers = dict(HEADERS, **({"Authorization": authorization} if authorization is not None else {}))
+    with httpx2.Client(timeout=20) as http:
+        return http.post(url, json=INIT, headers=headers)
+
+
+async def list_tools(url: str, token: str | None) -> list[str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        return [t.name for t in (await client.list_tools()).tools]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_token_is_required_on_every_request(server: Any, host: str) -> None:
+    app = http_app(server, host=host, token=TOKEN)
+    assert isinstance(app, BearerAuth)
+    with serving(app) as url:
+        for auth in (None, "", "Bearer", "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN):
+            response = post(url, auth)
+            assert response.status_code == 401, auth
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert TOKEN not in response.text
+        assert post(url, f"Bearer {TOKEN}").status_code == 200
+        assert post(url, f"bearer {TOKEN}").status_code == 200
+        assert "generate" in await list_tools(url, TOKEN)
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as its own error type
+            await list_tools(url, "wrong-token")
+
+
+async def test_loopback_without_a_token_needs_no_header(server: Any) -> None:
+    with serving(http_app(server, host="127.0.0.1")) as url:
+        assert post(url).status_code == 200
+        assert "refine" in await list_tools(url, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org"])
+def test_non_loopback_without_a_token_refuses_to_start(server: Any, host: str) -> None:
+    with pytest.raises(UserError) as info:
+        http_app(server, host=host, token=None)
+    assert info.value.field == "EMAGE_MCP_TOKEN"
+
+
+def test_main_refuses_before_listening(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("EMAGE_MCP_TOKEN", raising=False)
+    monkeypatch.setenv("EMAGE_SESSION_ROOT", str(tmp_path / "sessions"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="EMAGE_MCP_TOKEN"):
+        main(http=True, host="0.0.0.0", port=1)
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                                ("[::1]", True), ("127.0.0.2", True), ("0.0.0.0", False),
+                                                ("10.0.0.1", False), ("myhost", False)])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
