@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from emage_agent import selector
+from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, GeminiUnavailable, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation, Issue
 from emage_agent.options import AgentEvent, RunOptions
@@ -154,7 +155,7 @@ class SessionLoop:
                     step=s.step,
                     tool=s.tool,
                     args=s.args,
-                    target=s.args.get("target"),
+                    target=(s.decision or {}).get("target") or s.args.get("target"),
                     score_before=self._score_on_line(s.parent),
                     score_after=s.score if s.tool in IMAGE_TOOLS else None,
                     rolled_back=s.rolled_back,
@@ -189,7 +190,7 @@ class SessionLoop:
             return current
         image = self.store.load_image(self.store.image_of(rec.step).id)
         info = self.store.info
-        prompt = rec.prompt or info.prompt
+        prompt = rec.prompt or info.current_prompt
         original = info.original_prompt if prompt != info.original_prompt else None
         feedback = [f.feedback for f in pending if f.feedback]
         try:
@@ -234,7 +235,9 @@ class SessionLoop:
                     self.store.set_status("done", stopped_because=stop.reason)
                     self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
                     break
-                self.iterate(evaluation)
+                if not self.iterate(evaluation):
+                    self.store.set_status("done", stopped_because="threshold")
+                    break
         except (ExecutionFailure, GeminiUnavailable) as exc:
             self.store.set_status("failed", stopped_because=f"failure: {exc}")
             raise
@@ -253,11 +256,14 @@ class SessionLoop:
             }
         )
 
-    def iterate(self, evaluation: Evaluation) -> None:
+    def iterate(self, evaluation: Evaluation) -> bool:
+        """One decide-execute-evaluate round; False when the selector says there is nothing to do."""
         config = self._config()
         history = self.history()
-        prompt = self.store.info.prompt
-        rec = selector.recommend(evaluation, history, config, self.iterations_done() + 1, prompt)
+        prompt = self.store.info.current_prompt
+        rec = selector.recommend(evaluation, history, config, self.iterations_done(), prompt)
+        if rec.strategy == "stop" or not rec.ranked:
+            return False
         self._emit("decision", f"{rec.strategy}: {rec.reason}", strategy=rec.strategy,
                    ranked=[c.model_dump() for c in rec.ranked])
         calls, vetoes = self.decide(rec, evaluation, history)
@@ -280,10 +286,11 @@ class SessionLoop:
             self.evaluate_head()
         if self.planner is not None and reports:
             self.planner.report(reports)
+        return True
 
     def _follow_up(self, rec: Recommendation) -> ToolCall:
         """After a rewrite, the image must follow the new prompt: regenerate or edit with it."""
-        prompt = self.store.info.prompt
+        prompt = self.store.info.current_prompt
         if rec.strategy == "hybrid":
             for choice in rec.ranked:
                 if choice.tool in ("canny_edit", "depth_edit"):
@@ -299,7 +306,7 @@ class SessionLoop:
         """Planner proposals that pass the selector; after a second veto, the selector's own choice."""
         vetoes: list[dict[str, str]] = []
         budget = self.budget()
-        prompt = self.store.info.prompt
+        prompt = self.store.info.current_prompt
         if self.planner is not None and rec.ranked:
             feedback: str | None = None
             for _attempt in range(2):
@@ -309,9 +316,9 @@ class SessionLoop:
                 accepted: list[tuple[ToolCall, list[str]]] = []
                 problems = [f"{e.kind}: {e.message}" for e in result.errors]
                 for call in result.calls[:MAX_CALLS_PER_TURN]:
-                    verdict = selector.review(self._with_schedule(call, rec), rec, history, budget, self._config())
+                    verdict = selector.review(self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt)
                     if verdict.accepted:
-                        accepted.append((verdict.call, verdict.clamps))
+                        accepted.append((self._targeted(verdict.call, verdict.target), verdict.clamps))
                     else:
                         vetoes.append({"tool": call.name, "reason": verdict.reason or "vetoed"})
                         problems.append(f"{call.name} vetoed: {verdict.reason}")
@@ -323,10 +330,15 @@ class SessionLoop:
                     vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
                 feedback = "; ".join(problems) or "no tool call was proposed"
         fallback = selector.fallback_call(rec, prompt)
-        verdict = selector.review(self._with_schedule(fallback, rec), rec, history, budget, self._config())
-        call = verdict.call if verdict.accepted else fallback
+        verdict = selector.review(self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt)
+        call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback
         self._emit("decision", f"selector runs {call.name}", tool=call.name)
         return [(call, verdict.clamps if verdict.accepted else [])], vetoes
+
+    @staticmethod
+    def _targeted(call: ToolCall, target: str | None) -> ToolCall:
+        """Remember what a call aimed at, so a repeat of a failed action can be recognised."""
+        return call.model_copy(update={"target": target}) if target else call
 
     def _with_schedule(self, call: ToolCall, rec: Recommendation) -> ToolCall:
         """Diminishing guidance and strength: fill them from the schedule when the call leaves them out."""
@@ -346,13 +358,13 @@ class SessionLoop:
         assert self.planner is not None
         info = self.store.info
         ctx = PlanningContext(
-            prompt=info.prompt,
+            prompt=info.current_prompt,
             original_prompt=info.original_prompt,
             evaluation=evaluation,
             recommendation=rec,
             history=history[-8:],
             image_png=png_bytes(self.current_image()),
-            allowed_tools=rec.allowed_tools,
+            allowed_tools=list(TOOL_NAMES),
             user_feedback=self._recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
@@ -372,7 +384,9 @@ class SessionLoop:
         info = self.store.info
         self._emit("step", f"running {call.name}", tool=call.name, args=call.args)
         started = time.perf_counter()
-        record = StepRecord(tool=call.name, args=call.args, prompt=info.prompt, decision=decision,
+        if call.target:
+            decision = {**decision, "target": call.target}
+        record = StepRecord(tool=call.name, args=call.args, prompt=info.current_prompt, decision=decision,
                             vetoes=vetoes, clamps=clamps or [])
         try:
             if call.name == "rewrite_prompt":
@@ -394,7 +408,7 @@ class SessionLoop:
             self.store.set_prompt(args["prompt"])
         new_images = {role: img for role in ("image", "mask", "control") if (img := getattr(out, role)) is not None}
         record = record.model_copy(
-            update={"args": args, "prompt": args.get("prompt", info.prompt), "note": out.note,
+            update={"args": args, "prompt": args.get("prompt", info.current_prompt), "note": out.note,
                     "timings": {"tool_s": round(out.seconds, 3), "wall_s": round(time.perf_counter() - started, 3)}}
         )
         step = self.store.commit_step(record, images=new_images)
@@ -411,7 +425,7 @@ class SessionLoop:
         info = self.store.info
         evaluation = self.current_evaluation()
         issues = evaluation.issues if evaluation else []
-        result = self.rewriter.rewrite(info.prompt, info.original_prompt, issues, call.args.get("focus"))
+        result = self.rewriter.rewrite(info.current_prompt, info.original_prompt, issues, call.args.get("focus"))
         self._record_usage(info.head_step)
         self.store.set_prompt(result.prompt)
         record = record.model_copy(update={"prompt": result.prompt, "note": f"{result.source}: {result.rationale}"})
@@ -443,4 +457,4 @@ class SessionLoop:
         text = text.strip()
         if not text:
             raise UserError("feedback is empty", field="feedback")
-        return self.store.commit_step(StepRecord(tool="feedback", prompt=self.store.info.prompt, feedback=text))
+        return self.store.commit_step(StepRecord(tool="feedback", prompt=self.store.info.current_prompt, feedback=text))

@@ -174,7 +174,7 @@ class Agent:
             "artifact_id": artifact,
             "image": str(session.store.artifact_path(artifact)) if artifact else None,
             "note": report.summary,
-            "prompt": session.store.info.prompt,
+            "prompt": session.store.info.current_prompt,
         }
 
 
@@ -227,7 +227,10 @@ class Session:
         best = self.store.best()
         if best is None:
             raise UserError("the session has no scored image yet", field="session")
-        return self.store.load_image(self.store.image_of(best.step).id)
+        artifact = self.store.current_image(best.step)
+        if artifact is None:
+            raise UserError("the session has no image yet", field="session")
+        return self.store.load_image(artifact.id)
 
     def write_report(self) -> Path:
         from emage_agent.report import write_report

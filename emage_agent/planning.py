@@ -22,6 +22,7 @@ class ToolCall(BaseModel):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
     call_id: str | None = None
+    target: str | None = None  # what the call aims at (set by the selector), for repeat detection
 
 
 class ToolChoice(BaseModel):

@@ -1,0 +1,21 @@
+"""The Gemini layer: the only package in EMage that imports ``google.genai``.
+
+The rest of the project passes PNG bytes and plain data and gets back the models of
+``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type crosses this boundary.
+"""
+
+from emage_agent.gemini.client import CallRecord, GeminiClient, GeminiRequestError
+from emage_agent.gemini.evaluator import Evaluator
+from emage_agent.gemini.planner import Planner
+from emage_agent.gemini.rewriter import Rewrite, Rewriter, offline_rewrite
+
+__all__ = [
+    "CallRecord",
+    "Evaluator",
+    "GeminiClient",
+    "GeminiRequestError",
+    "Planner",
+    "Rewrite",
+    "Rewriter",
+    "offline_rewrite",
+]
