@@ -200,13 +200,18 @@ class SessionLoop:
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
-        self._emit("score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary)
+        self._emit(
+            "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
+        )
         before = self._score_on_line(rec.parent)
         if not pending and rec.tool in IMAGE_TOOLS and before is not None and score < before:
             self.store.mark_rolled_back(rec.step)
             self.store.revert(rec.parent)
-            self._emit("rollback", f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); "
-                       "continuing from the best image", step=rec.step)
+            self._emit(
+                "rollback",
+                f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); continuing from the best image",
+                step=rec.step,
+            )
             return self.current_evaluation() or evaluation
         return evaluation
 
@@ -230,7 +235,9 @@ class SessionLoop:
                 self.start()
             while True:
                 evaluation = self.evaluate_head()
-                stop = selector.should_stop(evaluation.satisfaction_score, self.history(), self._config(), self.budget())
+                stop = selector.should_stop(
+                    evaluation.satisfaction_score, self.history(), self._config(), self.budget()
+                )
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
                     self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
@@ -264,11 +271,20 @@ class SessionLoop:
         rec = selector.recommend(evaluation, history, config, self.iterations_done(), prompt)
         if rec.strategy == "stop" or not rec.ranked:
             return False
-        self._emit("decision", f"{rec.strategy}: {rec.reason}", strategy=rec.strategy,
-                   ranked=[c.model_dump() for c in rec.ranked])
+        self._emit(
+            "decision",
+            f"{rec.strategy}: {rec.reason}",
+            strategy=rec.strategy,
+            ranked=[c.model_dump() for c in rec.ranked],
+        )
         calls, vetoes = self.decide(rec, evaluation, history)
-        decision = {"strategy": rec.strategy, "reason": rec.reason, "prompt_side": rec.prompt_side,
-                    "image_side": rec.image_side, "ranked": [c.model_dump() for c in rec.ranked]}
+        decision = {
+            "strategy": rec.strategy,
+            "reason": rec.reason,
+            "prompt_side": rec.prompt_side,
+            "image_side": rec.image_side,
+            "ranked": [c.model_dump() for c in rec.ranked],
+        }
         reports: list[ToolReport] = []
         produced_image = False
         for call, clamps in calls:
@@ -316,21 +332,26 @@ class SessionLoop:
                 accepted: list[tuple[ToolCall, list[str]]] = []
                 problems = [f"{e.kind}: {e.message}" for e in result.errors]
                 for call in result.calls[:MAX_CALLS_PER_TURN]:
-                    verdict = selector.review(self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt)
+                    verdict = selector.review(
+                        self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt
+                    )
                     if verdict.accepted:
                         accepted.append((self._targeted(verdict.call, verdict.target), verdict.clamps))
                     else:
                         vetoes.append({"tool": call.name, "reason": verdict.reason or "vetoed"})
                         problems.append(f"{call.name} vetoed: {verdict.reason}")
-                        self._emit("veto", f"vetoed {call.name}: {verdict.reason}", tool=call.name,
-                                   reason=verdict.reason)
+                        self._emit(
+                            "veto", f"vetoed {call.name}: {verdict.reason}", tool=call.name, reason=verdict.reason
+                        )
                 if accepted:
                     return accepted, vetoes
                 for err in result.errors:
                     vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
                 feedback = "; ".join(problems) or "no tool call was proposed"
         fallback = selector.fallback_call(rec, prompt)
-        verdict = selector.review(self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt)
+        verdict = selector.review(
+            self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
+        )
         call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback
         self._emit("decision", f"selector runs {call.name}", tool=call.name)
         return [(call, verdict.clamps if verdict.accepted else [])], vetoes
@@ -370,8 +391,8 @@ class SessionLoop:
         )
         try:
             return self.planner.plan(ctx, feedback)
-        except GeminiUnavailable as exc:
-            self._emit("warning", f"planner unavailable ({exc}); the selector decides this step")
+        except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead
+            self._emit("warning", f"planner failed ({exc}); the selector decides this step")
             return None
         finally:
             self._record_usage(self.store.info.head_step)
@@ -386,8 +407,14 @@ class SessionLoop:
         started = time.perf_counter()
         if call.target:
             decision = {**decision, "target": call.target}
-        record = StepRecord(tool=call.name, args=call.args, prompt=info.current_prompt, decision=decision,
-                            vetoes=vetoes, clamps=clamps or [])
+        record = StepRecord(
+            tool=call.name,
+            args=call.args,
+            prompt=info.current_prompt,
+            decision=decision,
+            vetoes=vetoes,
+            clamps=clamps or [],
+        )
         try:
             if call.name == "rewrite_prompt":
                 return self._rewrite(call, record)
@@ -408,8 +435,12 @@ class SessionLoop:
             self.store.set_prompt(args["prompt"])
         new_images = {role: img for role in ("image", "mask", "control") if (img := getattr(out, role)) is not None}
         record = record.model_copy(
-            update={"args": args, "prompt": args.get("prompt", info.current_prompt), "note": out.note,
-                    "timings": {"tool_s": round(out.seconds, 3), "wall_s": round(time.perf_counter() - started, 3)}}
+            update={
+                "args": args,
+                "prompt": args.get("prompt", info.current_prompt),
+                "note": out.note,
+                "timings": {"tool_s": round(out.seconds, 3), "wall_s": round(time.perf_counter() - started, 3)},
+            }
         )
         step = self.store.commit_step(record, images=new_images)
         self.store.add_usage(gpu_seconds=out.seconds)
@@ -418,8 +449,13 @@ class SessionLoop:
         summary = out.note or f"{call.name} done in {out.seconds:.1f}s"
         if out.coverage is not None:
             summary += f"; mask covers {out.coverage:.0%} of the image"
-        return ToolReport(call=call, ok=True, summary=summary, artifact_id=artifact,
-                          image_png=png_bytes(new_images[role]) if role in new_images else None)
+        return ToolReport(
+            call=call,
+            ok=True,
+            summary=summary,
+            artifact_id=artifact,
+            image_png=png_bytes(new_images[role]) if role in new_images else None,
+        )
 
     def _rewrite(self, call: ToolCall, record: StepRecord) -> ToolReport:
         info = self.store.info

@@ -184,7 +184,14 @@ class Session:
     def __init__(self, agent: Agent, store: SessionStore) -> None:
         self.agent = agent
         self.store = store
-        self.loop = agent._loop(store)
+        self._loop: SessionLoop | None = None
+
+    @property
+    def loop(self) -> SessionLoop:
+        """Built on first use, so reading or reverting a session loads no model and needs no key."""
+        if self._loop is None:
+            self._loop = self.agent._loop(self.store)
+        return self._loop
 
     @property
     def id(self) -> str:

@@ -31,8 +31,15 @@ HELP = (
     "Type what is still wrong (for example: the fox should sit on the roof) and EMage repairs it.\n"
     "Commands: more [N] (let EMage repair on its own), undo, revert N, history, save, help, quit."
 )
-LIVE = {"score": "green", "decision": "cyan", "veto": "yellow", "rollback": "magenta", "stopped": "bold",
-        "warning": "yellow", "step": "blue"}
+LIVE = {
+    "score": "green",
+    "decision": "cyan",
+    "veto": "yellow",
+    "rollback": "magenta",
+    "stopped": "bold",
+    "warning": "yellow",
+    "step": "blue",
+}
 
 
 class Chat:
@@ -148,8 +155,10 @@ class Chat:
         if word in COMMANDS and len(rest) <= 1:
             arg = rest[0] if rest else ""
             if word in ("quit", "exit", "q", "help", "?", "history", "save", "undo") and arg:
-                self.say(f"{word} takes no argument" + ("; use `revert N` to go to step N" if word == "undo" else ""),
-                         "yellow")
+                self.say(
+                    f"{word} takes no argument" + ("; use `revert N` to go to step N" if word == "undo" else ""),
+                    "yellow",
+                )
                 return True
             if word in ("quit", "exit", "q"):
                 return False
@@ -157,7 +166,10 @@ class Chat:
                 self.say(HELP)
                 return True
             actions: dict[str, Callable[[str], None]] = {
-                "undo": self.undo, "revert": self.revert, "history": self.history, "more": self.more,
+                "undo": self.undo,
+                "revert": self.revert,
+                "history": self.history,
+                "more": self.more,
                 "save": self.save,
             }
             self._guarded(lambda: actions[word](arg))
@@ -229,4 +241,3 @@ def run_chat(
         return session
     finally:
         agent.on_event = previous
-

@@ -77,14 +77,26 @@ def run_command(
 ) -> None:
     from emage_agent.options import parse_options
 
-    options = dict(iterations=iterations, threshold=threshold, seed=seed, width=width, height=height, steps=steps,
-                   guidance=guidance, planner=planner, max_vlm_calls=max_vlm_calls, max_gpu_seconds=max_gpu_seconds)
+    options = dict(
+        iterations=iterations,
+        threshold=threshold,
+        seed=seed,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        planner=planner,
+        max_vlm_calls=max_vlm_calls,
+        max_gpu_seconds=max_gpu_seconds,
+    )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
     try:
         parse_options(**options)
     except UserError as exc:
-        raise UserError(str(exc).split(": ", 1)[-1], field=OPTION_NAMES.get(exc.field or "", f"--{exc.field}")) from None
+        raise UserError(
+            str(exc).split(": ", 1)[-1], field=OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
+        ) from None
     settings = _settings(device)
     agent, view = _agent(settings, quiet=as_json)
     agent.root = out
@@ -190,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"emage-agent: error: {exc}", markup=False, soft_wrap=True)
         code = 2
     except (ExecutionFailure, EmageError) as exc:
-        err.print(f"emage-agent: failed: {exc} (the session is saved; `emage-agent resume DIR` continues it)", markup=False, soft_wrap=True)
+        err.print(
+            f"emage-agent: failed: {exc} (the session is saved; `emage-agent resume DIR` continues it)",
+            markup=False,
+            soft_wrap=True,
+        )
         code = 1
     if argv is None:
         sys.exit(code if isinstance(code, int) else 0)

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     gemini_timeout_s: float = Field(default=90.0, gt=0)
     gemini_max_attempts: int = Field(default=5, ge=1, le=20)
     gemini_max_retry_s: float = Field(default=120.0, gt=0)
+    gemini_retry_initial_s: float = Field(default=1.0, ge=0)
 
     base_model: str = "black-forest-labs/FLUX.1-dev"
     canny_model: str = "black-forest-labs/FLUX.1-Canny-dev"

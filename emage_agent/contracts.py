@@ -118,7 +118,9 @@ def export_tools(fmt: ExportFormat = "json", names: list[str] | None = None) -> 
         if fmt == "gemini":
             out.append({"name": c.name, "description": c.description, "parameters_json_schema": params})
         elif fmt == "openai":
-            out.append({"type": "function", "function": {"name": c.name, "description": c.description, "parameters": params}})
+            out.append(
+                {"type": "function", "function": {"name": c.name, "description": c.description, "parameters": params}}
+            )
         elif fmt == "mcp":
             out.append({"name": c.name, "description": c.description, "inputSchema": params})
         elif fmt == "json":

@@ -61,9 +61,14 @@ def run_doctor(settings: Settings, console: Console) -> int:
     if not key:
         problems.append("GEMINI_API_KEY")
     token = settings.hf_token is not None
-    table.add_row("HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models")
-    table.add_row("Gemini model", "ok", settings.gemini_model + (f" via {settings.gemini_base_url}"
-                                                                  if settings.gemini_base_url else ""))
+    table.add_row(
+        "HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models"
+    )
+    table.add_row(
+        "Gemini model",
+        "ok",
+        settings.gemini_model + (f" via {settings.gemini_base_url}" if settings.gemini_base_url else ""),
+    )
     for field in MODEL_FIELDS:
         ref = getattr(settings, field)
         ok, detail = _model_status(ref, token)

@@ -62,17 +62,30 @@ def _object(required: list[str], **properties: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
-SESSION_ID = _text(300, "The session to work in: its id or its directory inside the session root. "
-                   "generate without it starts a new session; every other tool needs it.")
+SESSION_ID = _text(
+    300,
+    "The session to work in: its id or its directory inside the session root. "
+    "generate without it starts a new session; every other tool needs it.",
+)
 _GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
 _OPTIONS = ("threshold", "planner", "seed", "width", "height", "steps", "guidance")
-BRIEF = ("session_id", "session_dir", "satisfaction_score", "best_step", "final_image", "final_prompt",
-         "original_prompt", "iterations", "stopped_because")
+BRIEF = (
+    "session_id",
+    "session_dir",
+    "satisfaction_score",
+    "best_step",
+    "final_image",
+    "final_prompt",
+    "original_prompt",
+    "iterations",
+    "stopped_because",
+)
 SCHEMAS: dict[str, dict[str, Any]] = {
     "evaluate": _object(
         ["image"],
-        image=_text(1000, "An artifact id of the session ('current', 's3-image') or an image file inside the "
-                    "session root."),
+        image=_text(
+            1000, "An artifact id of the session ('current', 's3-image') or an image file inside the session root."
+        ),
         prompt=_text(2000, "What the image should show; defaults to the session's current prompt."),
         session_id=SESSION_ID,
     ),
@@ -80,19 +93,36 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         [],
         prompt={**_GEN["prompt"], "description": "Start a new session with this prompt."},
         session_id={**SESSION_ID, "description": "Continue this session instead of starting one."},
-        feedback=_text(2000, "What is still wrong, in your words (needs session_id); it becomes the weightiest "
-                       "issue of the next judgement."),
-        iterations={"type": "integer", "minimum": 0, "maximum": 20,
-                    "description": "Repair iterations to run now (a new session: 3 by default; continuing: 1)."},
-        threshold={"type": "number", "minimum": 0, "maximum": 1,
-                   "description": "New sessions: stop once the score reaches this (default 0.8)."},
-        planner={"type": "string", "enum": ["gemini", "selector"],
-                 "description": "New sessions: gemini (function calling) or selector (rules only)."},
+        feedback=_text(
+            2000,
+            "What is still wrong, in your words (needs session_id); it becomes the weightiest "
+            "issue of the next judgement.",
+        ),
+        iterations={
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 20,
+            "description": "Repair iterations to run now (a new session: 3 by default; continuing: 1).",
+        },
+        threshold={
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "New sessions: stop once the score reaches this (default 0.8).",
+        },
+        planner={
+            "type": "string",
+            "enum": ["gemini", "selector"],
+            "description": "New sessions: gemini (function calling) or selector (rules only).",
+        },
         **{k: copy.deepcopy(_GEN[k]) for k in ("seed", "width", "height", "steps", "guidance")},
     ),
     "session_history": _object(["session_id"], session_id=SESSION_ID),
-    "revert": _object(["session_id", "step"], session_id=SESSION_ID,
-                      step={"type": "integer", "minimum": 1, "description": "The step to make current again."}),
+    "revert": _object(
+        ["session_id", "step"],
+        session_id=SESSION_ID,
+        step={"type": "integer", "minimum": 1, "description": "The step to make current again."},
+    ),
 }
 DESCRIPTIONS = {
     "evaluate": "Judge an image against a prompt with Gemini: a satisfaction score in [0, 1], the issues "
@@ -153,8 +183,9 @@ def _error(exc: EmageError) -> CallToolResult:
     kind = {UserError: "bad input", ModelMistake: "invalid request", ExecutionFailure: "failed"}
     label = next((v for k, v in kind.items() if isinstance(exc, k)), "error")
     data = {"error": type(exc).__name__, "field": getattr(exc, "field", None), "message": str(exc)}
-    return CallToolResult(content=[TextContent(type="text", text=f"{label}: {exc}")], structured_content=data,
-                          is_error=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{label}: {exc}")], structured_content=data, is_error=True
+    )
 
 
 def _has(session: Session, artifact_id: str) -> bool:
@@ -208,8 +239,14 @@ class EmageTools:
         if self._sink is not None:
             self._sink(event)
 
-    def tool(self, name: str, description: str, schema: dict[str, Any], check: Callable[[dict[str, Any]], Any],
-             run: Callable[[dict[str, Any]], CallToolResult]) -> Tool:
+    def tool(
+        self,
+        name: str,
+        description: str,
+        schema: dict[str, Any],
+        check: Callable[[dict[str, Any]], Any],
+        run: Callable[[dict[str, Any]], CallToolResult],
+    ) -> Tool:
         """An MCP tool: ``check`` then ``run``; EMage's errors become tool errors with their message."""
 
         async def call(args: dict[str, Any], ctx: Context) -> CallToolResult:
@@ -263,8 +300,9 @@ class EmageTools:
                     return art.id
         return None
 
-    def result(self, data: dict[str, Any], image: str | None, session: Session | None = None,
-               is_error: bool = False) -> CallToolResult:
+    def result(
+        self, data: dict[str, Any], image: str | None, session: Session | None = None, is_error: bool = False
+    ) -> CallToolResult:
         """JSON text + structured content; a thumbnail and a resource link when there is an image."""
         content: list[Any] = [TextContent(type="text", text=json.dumps(data, ensure_ascii=False, default=str))]
         path = Path(image) if image else None
@@ -273,8 +311,15 @@ class EmageTools:
             content.append(ImageContent(type="image", data=thumb, mime_type="image/png"))
             art = self.link(session, path)
             uri = f"emage://sessions/{session.id}/artifacts/{art}" if session and art else path.as_uri()
-            content.append(ResourceLink(type="resource_link", uri=uri, name=path.name, mime_type="image/png",
-                                        description=f"full-size image: {path}"))
+            content.append(
+                ResourceLink(
+                    type="resource_link",
+                    uri=uri,
+                    name=path.name,
+                    mime_type="image/png",
+                    description=f"full-size image: {path}",
+                )
+            )
         return CallToolResult(content=content, structured_content=data, is_error=is_error)
 
     def artifact_arg(self, session: Session, value: str, field: str) -> str:
@@ -292,8 +337,9 @@ class EmageTools:
         _check({"properties": {"session_id": SESSION_ID}}, {k: v for k, v in args.items() if k == "session_id"})
         validate_arguments(name, {k: v for k, v in args.items() if k != "session_id"})
         if "session_id" not in args and name != "generate":
-            raise UserError(f"{name} works on a session's image; pass session_id (generate or refine start one)",
-                            field="session_id")
+            raise UserError(
+                f"{name} works on a session's image; pass session_id (generate or refine start one)", field="session_id"
+            )
 
     def run_contract(self, name: str, args: dict[str, Any]) -> CallToolResult:
         call = dict(args)
@@ -310,8 +356,9 @@ class EmageTools:
         lookup = (lambda a: a == "current" or _has(session, a)) if session else None
         ref = resolve_image_arg(args["image"], self.root(), field="image", has_artifact=lookup)
         if ref.artifact_id is not None and session is None:
-            raise UserError("an artifact id needs session_id (or give an image file inside the session root)",
-                            field="image")
+            raise UserError(
+                "an artifact id needs session_id (or give an image file inside the session root)", field="image"
+            )
         if ref.artifact_id == "current":
             image = session.loop.current_image()
         else:
@@ -347,8 +394,10 @@ class EmageTools:
             self._sessions[session.dir.resolve()] = session
             summary = session.run()
         brief = {k: summary.get(k) for k in BRIEF}
-        brief["history"] = [{k: h.get(k) for k in ("step", "tool", "satisfaction_score", "rolled_back")}
-                            for h in summary.get("history", [])[-12:]]
+        brief["history"] = [
+            {k: h.get(k) for k in ("step", "tool", "satisfaction_score", "rolled_back")}
+            for h in summary.get("history", [])[-12:]
+        ]
         return self.result(brief, summary.get("final_image"), session)
 
     def session_history(self, args: dict[str, Any]) -> CallToolResult:
@@ -362,8 +411,12 @@ class EmageTools:
         session.revert(args["step"])
         current = session.store.current_image(args["step"])
         image = str(session.dir / current.path) if current else None
-        head = {"session_id": session.id, "head_step": args["step"], "image": image,
-                "prompt": session.store.info.current_prompt}
+        head = {
+            "session_id": session.id,
+            "head_step": args["step"],
+            "image": image,
+            "prompt": session.store.info.current_prompt,
+        }
         return self.result(head, image, session)
 
     def read_artifact(self, session_id: str, artifact_id: str) -> bytes:
@@ -386,8 +439,13 @@ def build_server(agent_factory: Callable[[], Agent], *, root: Path | None = None
     """
     tools = EmageTools(agent_factory, root)
     specs = [
-        tools.tool(c["name"], c["description"], contract_schema(c["name"]),
-                   functools.partial(tools.check_contract, c["name"]), functools.partial(tools.run_contract, c["name"]))
+        tools.tool(
+            c["name"],
+            c["description"],
+            contract_schema(c["name"]),
+            functools.partial(tools.check_contract, c["name"]),
+            functools.partial(tools.run_contract, c["name"]),
+        )
         for c in export_tools("mcp", list(TOOL_NAMES))
     ]
     checks = {"refine": tools.check_refine}
@@ -396,8 +454,12 @@ def build_server(agent_factory: Callable[[], Agent], *, root: Path | None = None
         specs.append(tools.tool(name, DESCRIPTIONS[name], copy.deepcopy(SCHEMAS[name]), check, getattr(tools, name)))
     server = MCPServer("emage", instructions=INSTRUCTIONS, tools=specs)
 
-    @server.resource("emage://sessions/{session_id}/artifacts/{artifact_id}", mime_type="image/png",
-                     name="artifact", description="A session's full-size PNG artifact (image, mask or control).")
+    @server.resource(
+        "emage://sessions/{session_id}/artifacts/{artifact_id}",
+        mime_type="image/png",
+        name="artifact",
+        description="A session's full-size PNG artifact (image, mask or control).",
+    )
     async def artifact(session_id: str, artifact_id: str) -> bytes:
         return await anyio.to_thread.run_sync(tools.read_artifact, session_id, artifact_id)
 
@@ -437,17 +499,28 @@ class BearerAuth:
             await send({"type": "websocket.close", "code": 1008})
             return
         body = b'{"error": "unauthorized", "error_description": "missing or wrong bearer token"}'
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="emage"')]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="emage"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 def http_app(server: MCPServer, *, host: str = "127.0.0.1", token: str | None = None) -> Any:
     """The streamable HTTP ASGI app; refuses a non-loopback host without a token, enforces any token."""
     if not token and not is_loopback(host):
-        raise UserError(f"refusing to serve MCP on {host} without a bearer token; set EMAGE_MCP_TOKEN (clients "
-                        "then send 'Authorization: Bearer <token>') or bind 127.0.0.1", field="EMAGE_MCP_TOKEN")
+        raise UserError(
+            f"refusing to serve MCP on {host} without a bearer token; set EMAGE_MCP_TOKEN (clients "
+            "then send 'Authorization: Bearer <token>') or bind 127.0.0.1",
+            field="EMAGE_MCP_TOKEN",
+        )
     app = server.streamable_http_app(host=host)
     return BearerAuth(app, token) if token else app
 
@@ -463,14 +536,21 @@ def _default_factory(settings: Settings) -> Callable[[], Agent]:
     return make
 
 
-def serve(transport: Literal["stdio", "http"] = "stdio", host: str = "127.0.0.1", port: int = 8765,
-          settings: Settings | None = None, *, agent_factory: Callable[[], Agent] | None = None) -> None:
+def serve(
+    transport: Literal["stdio", "http"] = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    settings: Settings | None = None,
+    *,
+    agent_factory: Callable[[], Agent] | None = None,
+) -> None:
     """Serve until stopped: stdio (one client, the launching process) or streamable HTTP on ``host:port``."""
     from emage_agent.config import load_settings
 
     settings = settings or load_settings()
-    server = build_server(agent_factory or _default_factory(settings), root=None if agent_factory else
-                          settings.session_root)
+    server = build_server(
+        agent_factory or _default_factory(settings), root=None if agent_factory else settings.session_root
+    )
     if transport == "stdio":
         anyio.run(server.run_stdio_async)
         return
@@ -479,8 +559,11 @@ def serve(transport: Literal["stdio", "http"] = "stdio", host: str = "127.0.0.1"
     import uvicorn
 
     shown = f"[{host}]" if ":" in host else host
-    print(f"EMage MCP server on http://{shown}:{port}/mcp" + (" (bearer token required)" if token else ""),
-          file=sys.stderr, flush=True)
+    print(
+        f"EMage MCP server on http://{shown}:{port}/mcp" + (" (bearer token required)" if token else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

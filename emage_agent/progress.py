@@ -11,8 +11,15 @@ from rich.text import Text
 
 from emage_agent.options import AgentEvent
 
-STYLES = {"decision": "cyan", "veto": "yellow", "score": "green", "rollback": "magenta", "warning": "yellow",
-          "stopped": "bold", "step": "bold blue"}
+STYLES = {
+    "decision": "cyan",
+    "veto": "yellow",
+    "score": "green",
+    "rollback": "magenta",
+    "warning": "yellow",
+    "stopped": "bold",
+    "step": "bold blue",
+}
 
 
 class ProgressView:
@@ -22,8 +29,12 @@ class ProgressView:
         self.console = console
         self.enabled = enabled
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
         self._task: int | None = None
 

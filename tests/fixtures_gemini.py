@@ -16,12 +16,6 @@ from emage_agent.config import Settings
 from tests.fake_gemini import FAKE_KEY, FakeGemini
 
 
-class FastRetrySettings(Settings):
-    """Settings plus the first backoff delay, tiny for tests (production default: 1 s)."""
-
-    gemini_retry_initial_s: float = 0.002
-
-
 def make_png(color: tuple[int, int, int] = (200, 30, 30), size: int = 16) -> bytes:
     """A small real PNG; distinct colours give distinct bytes."""
     buffer = io.BytesIO()
@@ -43,7 +37,8 @@ def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
 @pytest.fixture
 def gemini_settings(fake_gemini: FakeGemini) -> Settings:
     """Settings that talk to ``fake_gemini`` with a fake key; retries bounded and fast."""
-    return FastRetrySettings(
+    return Settings(
+        gemini_retry_initial_s=0.002,
         _env_file=None,
         gemini_api_key=FAKE_KEY,
         gemini_base_url=fake_gemini.url,

@@ -15,8 +15,13 @@ from emage_agent.errors import UserError
 from tests.fake_gemini import Request, evaluation_reply, function_call_reply, rewrite_reply
 
 STYLE = {"category": "style", "severity": 0.8, "description": "the car should be blue", "target": "car"}
-OBJECT = {"category": "object", "severity": 0.9, "description": "the fox is missing", "target": "fox",
-          "box": [200, 200, 800, 800]}
+OBJECT = {
+    "category": "object",
+    "severity": 0.9,
+    "description": "the fox is missing",
+    "target": "fox",
+    "box": [200, 200, 800, 800],
+}
 PROMPTY = {"category": "prompt", "severity": 0.9, "description": "the prompt does not say where the fox is"}
 CANNY = ("canny_edit", {"prompt": "a red fox on a blue car", "steps": 2})
 
@@ -24,8 +29,9 @@ CANNY = ("canny_edit", {"prompt": "a red fox on a blue car", "steps": 2})
 class Script:
     """Routes the fake's requests by purpose and serves each purpose's replies in order."""
 
-    def __init__(self, fake: Any, evals: list[tuple[float, list[dict]]], plans: list[Any] = (),
-                 rewrites: list[str] = ()) -> None:
+    def __init__(
+        self, fake: Any, evals: list[tuple[float, list[dict]]], plans: list[Any] = (), rewrites: list[str] = ()
+    ) -> None:
         self.evals = deque(evals)
         self.plans = deque(plans)
         self.rewrites = deque(rewrites)
@@ -88,8 +94,11 @@ def test_session_converges_at_threshold(agent: Agent, fake_gemini: Any) -> None:
 
 
 def test_iteration_limit_stops_the_loop(agent: Agent, fake_gemini: Any) -> None:
-    Script(fake_gemini, evals=[(0.3, [STYLE]), (0.4, [STYLE]), (0.5, [STYLE])],
-           plans=[function_call_reply(CANNY), function_call_reply(CANNY)])
+    Script(
+        fake_gemini,
+        evals=[(0.3, [STYLE]), (0.4, [STYLE]), (0.5, [STYLE])],
+        plans=[function_call_reply(CANNY), function_call_reply(CANNY)],
+    )
     summary = start(agent, iterations=2, planner="gemini").run()
     assert summary["stopped_because"] == "iteration_limit"
     assert summary["iterations"] == 3  # the first image and two repairs
@@ -97,8 +106,11 @@ def test_iteration_limit_stops_the_loop(agent: Agent, fake_gemini: Any) -> None:
 
 
 def test_unknown_tool_is_vetoed_and_the_planner_tries_again(agent: Agent, fake_gemini: Any) -> None:
-    Script(fake_gemini, evals=[(0.5, [STYLE]), (0.95, [])],
-           plans=[function_call_reply(("paint_it_blue", {})), function_call_reply(CANNY)])
+    Script(
+        fake_gemini,
+        evals=[(0.5, [STYLE]), (0.95, [])],
+        plans=[function_call_reply(("paint_it_blue", {})), function_call_reply(CANNY)],
+    )
     summary = start(agent).run()
     edit = summary["history"][1]
     assert edit["tool"] == "canny_edit"
@@ -116,10 +128,13 @@ def test_contradicting_tool_twice_runs_the_selectors_choice(agent: Agent, fake_g
 
 
 def test_regression_is_rolled_back_and_the_best_image_returned(agent: Agent, fake_gemini: Any) -> None:
-    mask = function_call_reply(("make_mask", {"box": [400, 400, 600, 600], "target": "fox", "dilate": 0, "feather": 0}),
-                               ("inpaint", {"prompt": "a red fox", "steps": 2}))
-    Script(fake_gemini, evals=[(0.6, [STYLE]), (0.3, [OBJECT]), (0.7, [OBJECT])],
-           plans=[function_call_reply(CANNY), mask])
+    mask = function_call_reply(
+        ("make_mask", {"box": [400, 400, 600, 600], "target": "fox", "dilate": 0, "feather": 0}),
+        ("inpaint", {"prompt": "a red fox", "steps": 2}),
+    )
+    Script(
+        fake_gemini, evals=[(0.6, [STYLE]), (0.3, [OBJECT]), (0.7, [OBJECT])], plans=[function_call_reply(CANNY), mask]
+    )
     session = start(agent, iterations=2)
     first = session.store.load_image("s1-image")
     summary = session.run()
@@ -134,17 +149,23 @@ def test_regression_is_rolled_back_and_the_best_image_returned(agent: Agent, fak
 
 
 def test_repeated_failed_action_is_vetoed(agent: Agent, fake_gemini: Any) -> None:
-    Script(fake_gemini, evals=[(0.6, [STYLE]), (0.4, [STYLE]), (0.9, [])],
-           plans=[function_call_reply(CANNY), function_call_reply(CANNY), function_call_reply(CANNY)])
+    Script(
+        fake_gemini,
+        evals=[(0.6, [STYLE]), (0.4, [STYLE]), (0.9, [])],
+        plans=[function_call_reply(CANNY), function_call_reply(CANNY), function_call_reply(CANNY)],
+    )
     summary = start(agent, iterations=3).run()
     vetoes = [v for h in summary["history"] for v in h["vetoes"]]
     assert any(v["tool"] == "canny_edit" and "already failed" in v["reason"] for v in vetoes)
 
 
 def test_prompt_refinement_rewrites_then_regenerates(agent: Agent, fake_gemini: Any) -> None:
-    Script(fake_gemini, evals=[(0.4, [PROMPTY]), (0.9, [])],
-           plans=[function_call_reply(("rewrite_prompt", {"focus": "say where the fox is"}))],
-           rewrites=["a red fox sitting on the roof of a blue car"])
+    Script(
+        fake_gemini,
+        evals=[(0.4, [PROMPTY]), (0.9, [])],
+        plans=[function_call_reply(("rewrite_prompt", {"focus": "say where the fox is"}))],
+        rewrites=["a red fox sitting on the roof of a blue car"],
+    )
     summary = start(agent).run()
     assert [h["tool"] for h in summary["history"]] == ["generate", "rewrite_prompt", "generate"]
     assert summary["final_prompt"] == "a red fox sitting on the roof of a blue car"
@@ -182,8 +203,15 @@ def test_feedback_refines_and_revert_moves_the_head(agent: Agent, fake_gemini: A
 def test_seed_interface_runs_unchanged(settings: Any, executor: Any, fake_gemini: Any) -> None:
     Script(fake_gemini, evals=[(0.85, [])])
     pipeline = FluxVLMPipeline(settings, executor=executor)
-    result = pipeline.generate_and_evaluate("a red fox on a blue car", num_iterations=2, guidance_scale=7.5,
-                                            num_inference_steps=2, seed=3, width=64, height=64)
+    result = pipeline.generate_and_evaluate(
+        "a red fox on a blue car",
+        num_iterations=2,
+        guidance_scale=7.5,
+        num_inference_steps=2,
+        seed=3,
+        width=64,
+        height=64,
+    )
     assert isinstance(result["final_image"], Image.Image)
     assert result["final_image"].size == (64, 64)
     assert result["satisfaction_score"] == 0.85

@@ -34,12 +34,14 @@ def scripted(lines: list[str]) -> Callable[[str], str]:
     return read
 
 
-def chat(agent: Any, lines: list[str], prompt: str | None = "a red fox on a blue car",
-         session_dir: Path | None = None) -> tuple[Any, str]:
+def chat(
+    agent: Any, lines: list[str], prompt: str | None = "a red fox on a blue car", session_dir: Path | None = None
+) -> tuple[Any, str]:
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None, highlight=False)
-    session = run_chat(agent, prompt, session_dir, input_fn=scripted(lines), console=console,
-                       **({} if session_dir else OPTIONS))
+    session = run_chat(
+        agent, prompt, session_dir, input_fn=scripted(lines), console=console, **({} if session_dir else OPTIONS)
+    )
     return session, out.getvalue()
 
 
@@ -49,8 +51,22 @@ def agent(tmp_path: Path) -> Any:
 
 
 def test_a_whole_conversation(agent: Any) -> None:
-    session, out = chat(agent, ["history", "make the car blue", "revert x", "revert 99", "histroy", "more",
-                                "undo", "revert 1", "save", "quit", "never read"])
+    session, out = chat(
+        agent,
+        [
+            "history",
+            "make the car blue",
+            "revert x",
+            "revert 99",
+            "histroy",
+            "more",
+            "undo",
+            "revert 1",
+            "save",
+            "quit",
+            "never read",
+        ],
+    )
     # the first image is shown with its score, issues and path
     assert "step 1 (generate): score 0.50" in out
     assert "[style 0.8] the car should be blue (car)" in out

@@ -23,8 +23,18 @@ KEY = "AIzaFAKE-cli-test-key-0123456789abcdef"
 def cli_env(settings: Any, **extra: str) -> dict[str, str]:
     """The environment a user would set: every model and the endpoint, as EMAGE_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMAGE_")}
-    for name in ("base_model", "canny_model", "depth_model", "fill_model", "depth_estimator", "segmenter",
-                 "gemini_base_url", "gemini_api_version", "gemini_max_attempts", "gemini_max_retry_s"):
+    for name in (
+        "base_model",
+        "canny_model",
+        "depth_model",
+        "fill_model",
+        "depth_estimator",
+        "segmenter",
+        "gemini_base_url",
+        "gemini_api_version",
+        "gemini_max_attempts",
+        "gemini_max_retry_s",
+    ):
         value = getattr(settings, name)
         if value is not None:
             env[f"EMAGE_{name.upper()}"] = str(value)
@@ -33,8 +43,14 @@ def cli_env(settings: Any, **extra: str) -> dict[str, str]:
 
 
 def emage(*args: str, env: dict[str, str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "emage_agent.cli", *args], env=env, cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "emage_agent.cli", *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -48,12 +64,29 @@ SMALL = ["--width", "64", "--height", "64", "--steps", "2", "--seed", "5"]
 
 def test_json_summary_matches_the_files(cli_settings: Any, fake_gemini: Any, tmp_path: Path) -> None:
     Script(fake_gemini, evals=[(0.5, [STYLE]), (0.9, [])], plans=[function_call_reply(CANNY)])
-    result = emage("a red fox on a blue car", *SMALL, "--out", str(tmp_path / "s"), "--json",
-                   env=cli_env(cli_settings), cwd=tmp_path)
+    result = emage(
+        "a red fox on a blue car",
+        *SMALL,
+        "--out",
+        str(tmp_path / "s"),
+        "--json",
+        env=cli_env(cli_settings),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert set(summary) == {"session_id", "session_dir", "final_image", "final_prompt", "original_prompt",
-                            "satisfaction_score", "best_step", "iterations", "stopped_because", "history"}
+    assert set(summary) == {
+        "session_id",
+        "session_dir",
+        "final_image",
+        "final_prompt",
+        "original_prompt",
+        "satisfaction_score",
+        "best_step",
+        "iterations",
+        "stopped_because",
+        "history",
+    }
     assert json.loads((Path(summary["session_dir"]) / "summary.json").read_text()) == summary
     assert summary["stopped_because"] == "threshold"
     assert [h["tool"] for h in summary["history"]] == ["generate", "canny_edit"]
@@ -90,8 +123,10 @@ def test_missing_key_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_help_is_fast_and_imports_nothing_heavy(tmp_path: Path) -> None:
-    code = ("import sys, emage_agent.cli as c; "
-            "print(','.join(m for m in ('torch', 'diffusers', 'transformers', 'google.genai') if m in sys.modules))")
+    code = (
+        "import sys, emage_agent.cli as c; "
+        "print(','.join(m for m in ('torch', 'diffusers', 'transformers', 'google.genai') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == ""
 
@@ -110,9 +145,14 @@ def test_killed_session_resumes_with_nothing_lost(cli_settings: Any, fake_gemini
 
     fake_gemini.handler = handler
     out = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "emage_agent.cli", "a red fox on a blue car", *SMALL,
-                             "--out", str(out), "--json"], env=cli_env(cli_settings, EMAGE_GEMINI_TIMEOUT_S="120"),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emage_agent.cli", "a red fox on a blue car", *SMALL, "--out", str(out), "--json"],
+        env=cli_env(cli_settings, EMAGE_GEMINI_TIMEOUT_S="120"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     session_dir = None
     while time.monotonic() < deadline and slow["n"] == 0:

@@ -124,8 +124,9 @@ async def test_mask_then_inpaint_in_the_same_session(server: Any, agent: Any) ->
         assert "25%" in mask.structured_content["note"]
         assert image_of(mask).mode == "L"
         mask_path = mask.structured_content["image"]  # a file inside the root names the same artifact
-        fixed = await client.call_tool("inpaint", {"prompt": "a red fox", "mask": mask_path, "image": "s1-image",
-                                                   "steps": 2, "session_id": sid})
+        fixed = await client.call_tool(
+            "inpaint", {"prompt": "a red fox", "mask": mask_path, "image": "s1-image", "steps": 2, "session_id": sid}
+        )
         assert not fixed.is_error, text_of(fixed)
         assert fixed.structured_content["artifact_id"] == "s3-image"
     tool, args, inputs = agent.executor.calls[-1]
@@ -139,8 +140,14 @@ async def test_refine_runs_the_loop_then_continues_with_feedback(server: Any, ag
         progress.append(message or "")
 
     async with Client(server, mode="legacy") as client:  # JSON-RPC over the in-memory transport
-        args = {"prompt": "a red fox on a blue car", "width": 64, "height": 64, "steps": 2, "iterations": 3,
-                "planner": "selector"}
+        args = {
+            "prompt": "a red fox on a blue car",
+            "width": 64,
+            "height": 64,
+            "steps": 2,
+            "iterations": 3,
+            "planner": "selector",
+        }
         first = await client.call_tool("refine", args, progress_callback=on_progress)
         assert not first.is_error, text_of(first)
         data = first.structured_content
@@ -210,8 +217,10 @@ async def test_paths_outside_the_root_are_refused(server: Any, root: Path, tool:
     (root / "uploads").mkdir(parents=True)
     (root / "uploads" / "escape.png").symlink_to(outside)
     (root.parent / "elsewhere").mkdir()
-    args = {k: v.replace("OUTSIDE_DIR", str(root.parent / "elsewhere")).replace("OUTSIDE", str(outside))
-            for k, v in args.items()}
+    args = {
+        k: v.replace("OUTSIDE_DIR", str(root.parent / "elsewhere")).replace("OUTSIDE", str(outside))
+        for k, v in args.items()
+    }
     async with Client(server) as client:
         result = await client.call_tool(tool, args)
     assert result.is_error
@@ -224,8 +233,9 @@ async def test_an_artifact_path_of_another_session_is_refused(server: Any, root:
     async with Client(server) as client:
         first = (await generate(client)).structured_content
         second = (await generate(client)).structured_content
-        result = await client.call_tool("canny_edit", {"prompt": "x", "image": first["image"],
-                                                       "session_id": second["session_id"]})
+        result = await client.call_tool(
+            "canny_edit", {"prompt": "x", "image": first["image"], "session_id": second["session_id"]}
+        )
     assert result.is_error and "is not an artifact of session" in text_of(result)
 
 
@@ -244,8 +254,9 @@ async def test_an_artifact_path_of_another_session_is_refused(server: Any, root:
         ("inpaint", {"prompt": "x", "mask": "s9-mask", "session_id": "SID"}, "mask: no artifact 's9-mask'"),
     ],
 )
-async def test_bad_calls_are_tool_errors_and_the_server_lives_on(server: Any, tool: str, args: dict[str, Any],
-                                                                  needle: str) -> None:
+async def test_bad_calls_are_tool_errors_and_the_server_lives_on(
+    server: Any, tool: str, args: dict[str, Any], needle: str
+) -> None:
     async with Client(server) as client:
         if args.get("session_id") == "SID":
             args["session_id"] = (await generate(client)).structured_content["session_id"]

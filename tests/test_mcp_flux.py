@@ -85,9 +85,11 @@ async def test_generate_and_make_mask_in_process(settings: Settings, executor: A
 
 
 async def test_refine_with_the_gemini_planner(settings: Settings, executor: Any, fake_gemini: Any) -> None:
-    fake_gemini.queue(evaluation_reply(0.5, [STYLE]),
-                      function_call_reply(("canny_edit", {"prompt": "a red fox on a blue car", "steps": 2})),
-                      evaluation_reply(0.9, []))
+    fake_gemini.queue(
+        evaluation_reply(0.5, [STYLE]),
+        function_call_reply(("canny_edit", {"prompt": "a red fox on a blue car", "steps": 2})),
+        evaluation_reply(0.9, []),
+    )
     async with Client(build_server(lambda: Agent(settings, executor=executor))) as client:
         result = await client.call_tool("refine", {**GENERATE, "iterations": 2, "planner": "gemini"})
         assert not result.is_error, text_of(result)
@@ -101,10 +103,15 @@ async def test_refine_with_the_gemini_planner(settings: Settings, executor: Any,
 
 
 async def test_generate_and_make_mask_over_stdio(settings: Settings, tmp_path: Path) -> None:
-    env = {**settings_env(settings), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "EMAGE_DEVICE": "cpu"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "emage_agent.mcp_server"], env=env,
-                                   cwd=tmp_path)
+    env = {
+        **settings_env(settings),
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "EMAGE_DEVICE": "cpu",
+    }
+    params = StdioServerParameters(command=sys.executable, args=["-m", "emage_agent.mcp_server"], env=env, cwd=tmp_path)
     async with Client(params, read_timeout_seconds=300) as client:
         made = await client.call_tool("generate", GENERATE)
         assert not made.is_error, text_of(made)

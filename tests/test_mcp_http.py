@@ -25,8 +25,12 @@ from tests.test_mcp_support import scripted_agent
 
 pytestmark = pytest.mark.anyio
 TOKEN = "t0ken-for-tests-9f3ab1c2d4e5"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -115,8 +119,18 @@ def test_main_refuses_before_listening(monkeypatch: pytest.MonkeyPatch, tmp_path
         main(http=True, host="0.0.0.0", port=1)
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                                ("[::1]", True), ("127.0.0.2", True), ("0.0.0.0", False),
-                                                ("10.0.0.1", False), ("myhost", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("myhost", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback

@@ -29,10 +29,17 @@ def anyio_backend() -> str:
 
 def server_params(workdir: Path, **env: str) -> StdioServerParameters:
     """``python -m emage_agent.mcp_server`` run from an empty folder (so no stray ``.env`` is read)."""
-    base = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "EMAGE_SESSION_ROOT": str(workdir / "sessions"), "EMAGE_DEVICE": "cpu"}
-    return StdioServerParameters(command=sys.executable, args=["-m", "emage_agent.mcp_server"],
-                                 env={**base, **env}, cwd=workdir)
+    base = {
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "EMAGE_SESSION_ROOT": str(workdir / "sessions"),
+        "EMAGE_DEVICE": "cpu",
+    }
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "emage_agent.mcp_server"], env={**base, **env}, cwd=workdir
+    )
 
 
 def text_of(result: Any) -> str:
@@ -75,7 +82,13 @@ async def test_stdio_reports_a_missing_key_as_a_tool_error(tmp_path: Path) -> No
 
 def test_module_refuses_http_on_all_interfaces_without_a_token(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "EMAGE_SESSION_ROOT": str(tmp_path / "s")}
-    done = subprocess.run([sys.executable, "-m", "emage_agent.mcp_server", "--http", "--host", "0.0.0.0"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "emage_agent.mcp_server", "--http", "--host", "0.0.0.0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "EMAGE_MCP_TOKEN" in done.stderr and "Traceback" not in done.stderr

@@ -31,8 +31,9 @@ class ScriptedExecutor:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any], list[str]]] = []
 
-    def run(self, tool: str, args: dict[str, Any], images: dict[str, Image.Image] | None = None,
-            on_step: Any = None) -> ToolOutput:
+    def run(
+        self, tool: str, args: dict[str, Any], images: dict[str, Image.Image] | None = None, on_step: Any = None
+    ) -> ToolOutput:
         images = images or {}
         self.calls.append((tool, dict(args), sorted(images)))
         total = int(args.get("steps", 2))
@@ -56,8 +57,9 @@ class ScriptedEvaluator:
         self.last = scores[-1] if scores else 0.5
         self.seen: list[dict[str, Any]] = []
 
-    def evaluate(self, image_png: bytes, prompt: str, original_prompt: str | None = None,
-                 feedback: list[str] | None = None) -> Evaluation:
+    def evaluate(
+        self, image_png: bytes, prompt: str, original_prompt: str | None = None, feedback: list[str] | None = None
+    ) -> Evaluation:
         self.seen.append({"prompt": prompt, "feedback": list(feedback or []), "png": len(image_png)})
         score = self.scores.popleft() if self.scores else self.last
         self.last = score
@@ -80,8 +82,14 @@ class ScriptedRewriter:
 def scripted_agent(root: Path, scores: list[float] | None = None) -> Agent:
     """The real Agent on scripted collaborators; the planner is the selector (no Gemini chat)."""
     settings = Settings(_env_file=None, session_root=root, device="cpu")
-    return Agent(settings, root=root, executor=ScriptedExecutor(), evaluator=ScriptedEvaluator(scores or [0.5]),
-                 rewriter=ScriptedRewriter(), planner_factory=lambda: None)
+    return Agent(
+        settings,
+        root=root,
+        executor=ScriptedExecutor(),
+        evaluator=ScriptedEvaluator(scores or [0.5]),
+        rewriter=ScriptedRewriter(),
+        planner_factory=lambda: None,
+    )
 
 
 def fake_png(path: Path, size: tuple[int, int] = (600, 400)) -> Path:

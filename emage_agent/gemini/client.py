@@ -102,8 +102,8 @@ class _CallState:
 class GeminiClient:
     """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service.
 
-    ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It may also
-    come from a ``gemini_retry_initial_s`` attribute on the settings.
+    ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It defaults
+    to ``settings.gemini_retry_initial_s``.
     """
 
     def __init__(
@@ -122,7 +122,7 @@ class GeminiClient:
         self.calls: list[CallRecord] = []
         self._key = key
         self._sleep = sleep
-        initial = retry_initial_s if retry_initial_s is not None else getattr(settings, "gemini_retry_initial_s", 1.0)
+        initial = retry_initial_s if retry_initial_s is not None else settings.gemini_retry_initial_s
         self._retry_initial_s = max(0.0, float(initial))
         options = types.HttpOptions(
             base_url=settings.gemini_base_url or None,
