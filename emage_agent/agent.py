@@ -1,61 +1,30 @@
 """The loop: evaluate -> stop? -> recommend -> plan -> veto -> execute -> record.
 
 A plain ``while``. The loop sees its collaborators only through the small protocols
-below, so the Gemini planner, the selector-only mode and tests plug in the same way.
+in ``ports``, so the Gemini planner, the selector-only mode and tests plug in the same way.
 Every step is committed to the session store before the next begins; the best image is
 never lost, and a regression is rolled back so the next edit starts from the best image.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from PIL import Image
 
 from emage_agent import selector
 from emage_agent.contracts import TOOL_NAMES
-from emage_agent.errors import ExecutionFailure, GeminiUnavailable, ModelMistake, UserError
-from emage_agent.evaluation import Evaluation, Issue
+from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
+from emage_agent.evaluation import Evaluation
 from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
+from emage_agent.ports import Evaluates, Plans, Rewrites, RunsTools, png_bytes
 from emage_agent.session import SessionStore, StepRecord
+from emage_agent.session_view import IMAGE_TOOLS, SessionView
 
-IMAGE_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint"})
 MAX_CALLS_PER_TURN = 3
-
-
-class Evaluates(Protocol):
-    def evaluate(
-        self, image_png: bytes, prompt: str, original_prompt: str | None = None, feedback: list[str] | None = None
-    ) -> Evaluation: ...
-
-
-class Plans(Protocol):
-    def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult: ...
-    def report(self, reports: list[ToolReport]) -> None: ...
-
-
-class Rewrites(Protocol):
-    def rewrite(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None = None) -> Any: ...
-
-
-class RunsTools(Protocol):
-    def run(
-        self,
-        tool: str,
-        args: dict[str, Any],
-        images: dict[str, Image.Image] | None = None,
-        on_step: Callable[[int, int], None] | None = None,
-    ) -> Any: ...
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class SessionLoop:
@@ -74,6 +43,7 @@ class SessionLoop:
         emit: Callable[[AgentEvent], None] | None = None,
     ) -> None:
         self.store = store
+        self.view = SessionView(store)
         self.tools = tools
         self.evaluator = evaluator
         self.rewriter = rewriter
@@ -88,89 +58,16 @@ class SessionLoop:
         if self._emit_fn is not None:
             self._emit_fn(AgentEvent(kind=kind, message=message, data=data))  # type: ignore[arg-type]
 
-    def _line(self, since: int | None = None) -> list[StepRecord]:
-        """Steps from the root (or after ``since``) to the head, skipping rolled-back ones."""
-        line = [r for r in self.store.lineage() if not r.rolled_back]
-        return [r for r in line if since is None or r.step > since]
-
-    def _image_step(self) -> StepRecord | None:
-        """The step holding the current image: the latest on the line that made one."""
-        for rec in reversed(self._line()):
-            if rec.error is None and self.store.image_of(rec.step) is not None and rec.tool in IMAGE_TOOLS:
-                return rec
-        return None
-
-    def current_image(self) -> Image.Image:
-        rec = self._image_step()
-        if rec is None:
-            raise UserError("the session has no image yet", field="session")
-        return self.store.load_image(self.store.image_of(rec.step).id)
-
-    def current_evaluation(self) -> Evaluation | None:
-        """The newest evaluation of the current image (a feedback step may hold a fresher one)."""
-        rec = self._image_step()
-        if rec is None:
-            return None
-        evaluated = [r for r in [rec, *self._line(rec.step)] if r.evaluation is not None]
-        return evaluated[-1].evaluation if evaluated else None
-
-    def _pending_feedback(self, image_step: StepRecord) -> list[StepRecord]:
-        """Feedback given since the current image was last evaluated."""
-        pending: list[StepRecord] = []
-        for rec in self._line(image_step.step):
-            if rec.tool == "feedback":
-                pending = [] if rec.evaluation is not None else [*pending, rec]
-        return pending
-
-    def _recent_feedback(self) -> list[str]:
-        """The user's words about the current image, shown to the planner verbatim."""
-        rec = self._image_step()
-        steps = self._line(rec.step) if rec else []
-        return [r.feedback for r in steps if r.tool == "feedback" and r.feedback]
-
     def budget(self) -> selector.BudgetState:
         info = self.store.info
         return selector.BudgetState(
-            iteration=self.iterations_done(),
+            iteration=self.view.iterations_done(),
             max_iterations=self.options.iterations,
             vlm_calls=info.vlm_calls,
             max_vlm_calls=self.options.max_vlm_calls,
             gpu_seconds=info.gpu_seconds,
             max_gpu_seconds=self.options.max_gpu_seconds,
         )
-
-    def iterations_done(self) -> int:
-        """Repair iterations run so far: image-producing steps after the first image."""
-        images = [s for s in self.store.steps() if s.tool in IMAGE_TOOLS and s.error is None]
-        return max(0, len(images) - 1)
-
-    def history(self) -> list[HistoryEntry]:
-        """What was tried and what it scored, for the selector and the planner."""
-        entries = []
-        for s in self.store.steps():
-            if s.tool in (None, "feedback"):
-                continue
-            entries.append(
-                HistoryEntry(
-                    step=s.step,
-                    tool=s.tool,
-                    args=s.args,
-                    target=(s.decision or {}).get("target") or s.args.get("target"),
-                    score_before=self._score_on_line(s.parent),
-                    score_after=s.score if s.tool in IMAGE_TOOLS else None,
-                    rolled_back=s.rolled_back,
-                )
-            )
-        return entries
-
-    def _score_on_line(self, step: int | None) -> float | None:
-        """Score of the image that was current at ``step`` (what an edit started from)."""
-        while step is not None:
-            rec = self.store.step(step)
-            if rec.tool in IMAGE_TOOLS and rec.error is None and rec.score is not None and not rec.rolled_back:
-                return rec.score
-            step = rec.parent
-        return None
 
     def _record_usage(self, step: int | None) -> None:
         records = self._usage()
@@ -181,11 +78,11 @@ class SessionLoop:
     # ---- evaluation ----------------------------------------------------------------
     def evaluate_head(self) -> Evaluation:
         """Evaluate the current image when it (or new feedback) has not been judged; roll back a regression."""
-        rec = self._image_step()
+        rec = self.view.image_step()
         if rec is None:
             raise UserError("the session has no image to evaluate", field="session")
-        pending = self._pending_feedback(rec)
-        current = self.current_evaluation()
+        pending = self.view.pending_feedback(rec)
+        current = self.view.current_evaluation()
         if current is not None and not pending:
             return current
         image = self.store.load_image(self.store.image_of(rec.step).id)
@@ -203,7 +100,7 @@ class SessionLoop:
         self._emit(
             "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
         )
-        before = self._score_on_line(rec.parent)
+        before = self.view.score_on_line(rec.parent)
         if not pending and rec.tool in IMAGE_TOOLS and before is not None and score < before:
             self.store.mark_rolled_back(rec.step)
             self.store.revert(rec.parent)
@@ -212,7 +109,7 @@ class SessionLoop:
                 f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); continuing from the best image",
                 step=rec.step,
             )
-            return self.current_evaluation() or evaluation
+            return self.view.current_evaluation() or evaluation
         return evaluation
 
     # ---- one iteration -------------------------------------------------------------
@@ -227,16 +124,16 @@ class SessionLoop:
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
         if iterations is not None:
-            self.options = self.options.model_copy(update={"iterations": self.iterations_done() + iterations})
+            self.options = self.options.model_copy(update={"iterations": self.view.iterations_done() + iterations})
             self.store.update_options({"iterations": self.options.iterations})
         self.store.set_status("running")
         try:
-            if self._image_step() is None:
+            if self.view.image_step() is None:
                 self.start()
             while True:
                 evaluation = self.evaluate_head()
                 stop = selector.should_stop(
-                    evaluation.satisfaction_score, self.history(), self._config(), self.budget()
+                    evaluation.satisfaction_score, self.view.history(), self._config(), self.budget()
                 )
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
@@ -245,7 +142,7 @@ class SessionLoop:
                 if not self.iterate(evaluation):
                     self.store.set_status("done", stopped_because="threshold")
                     break
-        except (ExecutionFailure, GeminiUnavailable) as exc:
+        except ExecutionFailure as exc:
             self.store.set_status("failed", stopped_because=f"failure: {exc}")
             raise
         except BaseException:
@@ -266,9 +163,9 @@ class SessionLoop:
     def iterate(self, evaluation: Evaluation) -> bool:
         """One decide-execute-evaluate round; False when the selector says there is nothing to do."""
         config = self._config()
-        history = self.history()
+        history = self.view.history()
         prompt = self.store.info.current_prompt
-        rec = selector.recommend(evaluation, history, config, self.iterations_done(), prompt)
+        rec = selector.recommend(evaluation, history, config, self.view.iterations_done(), prompt)
         if rec.strategy == "stop" or not rec.ranked:
             return False
         self._emit(
@@ -384,9 +281,9 @@ class SessionLoop:
             evaluation=evaluation,
             recommendation=rec,
             history=history[-8:],
-            image_png=png_bytes(self.current_image()),
+            image_png=png_bytes(self.view.current_image()),
             allowed_tools=list(TOOL_NAMES),
-            user_feedback=self._recent_feedback(),
+            user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
         try:
@@ -459,7 +356,7 @@ class SessionLoop:
 
     def _rewrite(self, call: ToolCall, record: StepRecord) -> ToolReport:
         info = self.store.info
-        evaluation = self.current_evaluation()
+        evaluation = self.view.current_evaluation()
         issues = evaluation.issues if evaluation else []
         result = self.rewriter.rewrite(info.current_prompt, info.original_prompt, issues, call.args.get("focus"))
         self._record_usage(info.head_step)
@@ -473,7 +370,7 @@ class SessionLoop:
         images: dict[str, Image.Image] = {}
         if call.name in ("canny_edit", "depth_edit", "inpaint", "make_mask"):
             ref = call.args.get("image", "current")
-            images["image"] = self.current_image() if ref == "current" else self.store.load_image(ref)
+            images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
         if call.name == "inpaint":
             ref = call.args.get("mask", "latest")
             if ref == "latest":

@@ -13,13 +13,14 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import selector
-from emage_agent.agent import SessionLoop, png_bytes
+from emage_agent.agent import SessionLoop
 from emage_agent.config import Settings, load_settings
 from emage_agent.contracts import validate_arguments
 from emage_agent.errors import UserError
 from emage_agent.evaluation import Evaluation
 from emage_agent.options import AgentEvent, parse_options
 from emage_agent.planning import ToolCall
+from emage_agent.ports import png_bytes
 from emage_agent.session import SessionStore
 
 

@@ -71,7 +71,7 @@ class Chat:
         best = store.best()
         best_text = f"best {best.score:.2f} at step {best.step}" if best and best.score is not None else "no best yet"
         self.say(f"step {image_step.step} ({image_step.tool}): score {score}; {best_text}", "bold")
-        evaluation = loop.current_evaluation()
+        evaluation = loop.view.current_evaluation()
         if evaluation is not None:
             if evaluation.summary:
                 self.say(f"  judge: {evaluation.summary}")
