@@ -51,11 +51,14 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
         return
-    out = Console(highlight=False)
-    out.print(f"[bold]Stopped:[/bold] {summary['stopped_because']}")
-    out.print(f"[bold]Best score:[/bold] {summary['satisfaction_score']} (step {summary['best_step']})")
-    out.print(f"[bold]Best image:[/bold] {summary['final_image']}")
-    out.print(f"[bold]Session:[/bold] {summary['session_dir']}  (report.html inside; resume with `emage-agent resume`)")
+    out = Console(highlight=False, soft_wrap=True)  # paths stay on one line, ready to copy
+    for label, value in (
+        ("Stopped", summary["stopped_because"]),
+        ("Best score", f"{summary['satisfaction_score']} (step {summary['best_step']})"),
+        ("Best image", summary["final_image"]),
+        ("Session", f"{summary['session_dir']}  (report.html inside; `emage-agent resume DIR` continues it)"),
+    ):
+        out.print(f"{label}: {value}", markup=False)
 
 
 @app.command("run", help="Run a session for PROMPT (the default command).")
@@ -103,7 +106,7 @@ def run_command(
     agent.check_ready()
     with view:
         session = agent.start(prompt, **options)
-        view.session(session.dir)
+        view.session(session.dir, iterations=iterations)
         summary = session.run()
     _finish(summary, as_json)
 
@@ -120,7 +123,7 @@ def resume_command(
     agent.check_ready()
     session = agent.open(session_dir)
     with view:
-        view.session(session.dir)
+        view.session(session.dir, iterations=iterations or session.store.info.options.get("iterations"))
         summary = session.run(iterations)
     _finish(summary, as_json)
 

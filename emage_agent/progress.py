@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from emage_agent.options import AgentEvent
+from emage_agent.session_view import IMAGE_TOOLS
 
 STYLES = {
     "decision": "cyan",
@@ -37,6 +38,7 @@ class ProgressView:
             transient=True,
         )
         self._task: int | None = None
+        self._iterations: int | None = None
 
     def __enter__(self) -> ProgressView:
         if self.enabled:
@@ -47,9 +49,13 @@ class ProgressView:
         if self.enabled:
             self._progress.stop()
 
-    def session(self, path: Path) -> None:
-        if self.enabled:
-            self._progress.console.print(Text(f"session: {path}", style="dim"))
+    def session(self, path: Path, iterations: int | None = None, done: int = 0) -> None:
+        """Announce the session and show a bar of repair iterations (the first image is iteration 0)."""
+        if not self.enabled:
+            return
+        self._progress.console.print(Text(f"session: {path}", style="dim"))
+        if iterations:
+            self._iterations = self._progress.add_task("iterations", total=iterations, completed=done)
 
     def handle(self, event: AgentEvent) -> None:
         if not self.enabled:
@@ -63,6 +69,8 @@ class ProgressView:
         if event.kind == "step" and self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
+        if event.kind == "step" and self._iterations is not None and event.data.get("tool") in IMAGE_TOOLS:
+            self._progress.advance(self._iterations)
         line = Text(f"{event.kind:>8}  ", style=STYLES.get(event.kind, ""))
         line.append(event.message, style="")
         self._progress.console.print(line)

@@ -97,6 +97,19 @@ def test_json_summary_matches_the_files(cli_settings: Any, fake_gemini: Any, tmp
     assert KEY not in result.stdout + result.stderr
 
 
+def test_human_output_shows_decisions_and_where_the_image_is(
+    cli_settings: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
+    Script(fake_gemini, evals=[(0.5, [STYLE]), (0.9, [])], plans=[function_call_reply(CANNY)])
+    result = emage(
+        "a red fox on a blue car", *SMALL, "--out", str(tmp_path / "s"), env=cli_env(cli_settings), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "canny_edit" in result.stderr and "score 0.90" in result.stderr  # progress goes to stderr
+    best = next(line for line in result.stdout.splitlines() if line.startswith("Best image:"))
+    assert Path(best.split(":", 1)[1].strip()).is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
