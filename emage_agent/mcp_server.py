@@ -4,45 +4,59 @@ A thin adapter: every call goes through the same ``Agent`` and session store as 
 session started here can be resumed with ``emage-agent resume`` and the other way round. What
 it adds is what a remote, untrusted caller needs:
 
-- input schemas derived from ``tools/*.json`` (the contracts cannot drift from what clients see);
+- input schemas derived from ``tools/*.json`` (the contracts cannot drift from what clients see;
+  ``mcp_schemas``);
 - image and session arguments confined to the session root (``emage_agent.paths``);
-- small thumbnails as image content, with the full image's path and an ``emage://`` resource link;
+- small thumbnails as image content, with the full image's path and an ``emage://`` resource link
+  (``mcp_results``);
 - progress notifications wired from the agent's events, for runs that take minutes;
 - EMage's errors as MCP tool errors carrying their message, never a crashed server;
 - a bearer token (``EMAGE_MCP_TOKEN``) checked with ``hmac.compare_digest`` on every HTTP request,
-  mandatory when bound to anything but loopback.
+  mandatory when bound to anything but loopback (``mcp_http``).
 
 One agent serves all calls, one at a time (one GPU; the FLUX models load once per process).
+The public names of ``mcp_http``, ``mcp_results`` and ``mcp_schemas`` are importable from here too.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
-import hmac
-import io
-import ipaddress
 import itertools
-import json
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from jsonschema import Draft202012Validator
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
+from mcp.types import CallToolResult
 from PIL import Image, UnidentifiedImageError
 
 from emage_agent.contracts import TOOL_NAMES, export_tools, validate_arguments
-from emage_agent.errors import EmageError, ExecutionFailure, ModelMistake, UserError
+from emage_agent.errors import EmageError, UserError
+from emage_agent.mcp_http import BearerAuth as BearerAuth
+from emage_agent.mcp_http import http_app as http_app
+from emage_agent.mcp_http import is_loopback as is_loopback
+from emage_agent.mcp_http import serve_http
+from emage_agent.mcp_results import THUMB_PX as THUMB_PX
+from emage_agent.mcp_results import artifact_link, error_result, tool_result
+from emage_agent.mcp_results import thumbnail as thumbnail
+from emage_agent.mcp_schemas import (
+    BRIEF,
+    DESCRIPTIONS,
+    INSTRUCTIONS,
+    REFINE_OPTIONS,
+    SCHEMAS,
+    SESSION_ID,
+    check_schema,
+    contract_schema,
+)
 from emage_agent.paths import is_artifact_id, resolve_image_arg, resolve_session_dir
+from emage_agent.session import SessionStore
 
 if TYPE_CHECKING:
     from emage_agent.api import Agent, Session
@@ -50,124 +64,7 @@ if TYPE_CHECKING:
     from emage_agent.options import AgentEvent
 
 log = logging.getLogger(__name__)
-THUMB_PX = 256
 KEYWORDS = ("current", "latest")  # artifact names the contracts define, resolved by the session
-
-
-def _text(max_length: int, description: str) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "description": description}
-
-
-def _object(required: list[str], **properties: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-
-
-SESSION_ID = _text(
-    300,
-    "The session to work in: its id or its directory inside the session root. "
-    "generate without it starts a new session; every other tool needs it.",
-)
-_GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
-_OPTIONS = ("threshold", "planner", "seed", "width", "height", "steps", "guidance")
-BRIEF = (
-    "session_id",
-    "session_dir",
-    "satisfaction_score",
-    "best_step",
-    "final_image",
-    "final_prompt",
-    "original_prompt",
-    "iterations",
-    "stopped_because",
-)
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "evaluate": _object(
-        ["image"],
-        image=_text(
-            1000, "An artifact id of the session ('current', 's3-image') or an image file inside the session root."
-        ),
-        prompt=_text(2000, "What the image should show; defaults to the session's current prompt."),
-        session_id=SESSION_ID,
-    ),
-    "refine": _object(
-        [],
-        prompt={**_GEN["prompt"], "description": "Start a new session with this prompt."},
-        session_id={**SESSION_ID, "description": "Continue this session instead of starting one."},
-        feedback=_text(
-            2000,
-            "What is still wrong, in your words (needs session_id); it becomes the weightiest "
-            "issue of the next judgement.",
-        ),
-        iterations={
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 20,
-            "description": "Repair iterations to run now (a new session: 3 by default; continuing: 1).",
-        },
-        threshold={
-            "type": "number",
-            "minimum": 0,
-            "maximum": 1,
-            "description": "New sessions: stop once the score reaches this (default 0.8).",
-        },
-        planner={
-            "type": "string",
-            "enum": ["gemini", "selector"],
-            "description": "New sessions: gemini (function calling) or selector (rules only).",
-        },
-        **{k: copy.deepcopy(_GEN[k]) for k in ("seed", "width", "height", "steps", "guidance")},
-    ),
-    "session_history": _object(["session_id"], session_id=SESSION_ID),
-    "revert": _object(
-        ["session_id", "step"],
-        session_id=SESSION_ID,
-        step={"type": "integer", "minimum": 1, "description": "The step to make current again."},
-    ),
-}
-DESCRIPTIONS = {
-    "evaluate": "Judge an image against a prompt with Gemini: a satisfaction score in [0, 1], the issues "
-    "(category, severity, target, box) and a summary. Changes nothing.",
-    "refine": "Run EMage's whole loop: generate, judge, repair until good. Give a prompt to start a session, or a "
-    "session_id (and optionally feedback) to continue one. Returns the best image, its score, the session id and "
-    "a short history. Takes minutes on a GPU; progress is reported.",
-    "session_history": "Every step of a session: tool, arguments, score, vetoes, rollbacks, and the best image.",
-    "revert": "Make an earlier step of a session current again (later steps stay in the history).",
-}
-INSTRUCTIONS = (
-    "EMage makes images match their prompt. Use refine for the automatic loop, or the single tools "
-    "(generate first; then make_mask + inpaint, canny_edit, depth_edit, rewrite_prompt) with the session_id that "
-    "generate returns. Images are referred to by artifact ids such as 's3-image'; 'current' is the session's best."
-)
-
-
-def contract_schema(name: str) -> dict[str, Any]:
-    """A tool contract's parameters as an MCP input schema, plus the optional ``session_id``."""
-    schema = export_tools("mcp", [name])[0]["inputSchema"]
-    schema["properties"]["session_id"] = dict(SESSION_ID)
-    return schema
-
-
-def _check(schema: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    """The arguments checked against ``schema``; the first problem becomes a ``UserError`` naming the field."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        err = errors[0]
-        field = ".".join(map(str, err.absolute_path))
-        if not field and err.validator in ("required", "additionalProperties") and "'" in err.message:
-            field = err.message.split("'")[1]
-        raise UserError(err.message, field=field or "arguments")
-    return args
-
-
-def thumbnail(path: Path, max_px: int = THUMB_PX) -> bytes:
-    """A PNG at most ``max_px`` on a side (under 200 KiB): cheap for a model's context, enough to look at."""
-    with Image.open(path) as img:
-        img.load()
-        small = img.convert("RGB") if img.mode not in ("RGB", "L") else img.copy()
-    small.thumbnail((max_px, max_px))
-    buf = io.BytesIO()
-    small.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
 
 
 def _open_image(path: Path, field: str) -> Image.Image:
@@ -177,15 +74,6 @@ def _open_image(path: Path, field: str) -> Image.Image:
             return img.convert("RGB")
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise UserError(f"{path.name} is not a readable image ({exc.__class__.__name__})", field=field) from None
-
-
-def _error(exc: EmageError) -> CallToolResult:
-    kind = {UserError: "bad input", ModelMistake: "invalid request", ExecutionFailure: "failed"}
-    label = next((v for k, v in kind.items() if isinstance(exc, k)), "error")
-    data = {"error": type(exc).__name__, "field": getattr(exc, "field", None), "message": str(exc)}
-    return CallToolResult(
-        content=[TextContent(type="text", text=f"{label}: {exc}")], structured_content=data, is_error=True
-    )
 
 
 def _has(session: Session, artifact_id: str) -> bool:
@@ -254,7 +142,7 @@ class EmageTools:
                 check(args)
                 return await self.work(ctx, lambda: run(args))
             except EmageError as exc:
-                return _error(exc)
+                return error_result(exc)
 
         tool = _SchemaTool.from_function(call, name=name, description=description, structured_output=False)
         tool.parameters = schema
@@ -291,50 +179,19 @@ class EmageTools:
             self._sessions[path] = self.agent().open(path)
         return self._sessions[path]
 
-    def link(self, session: Session | None, path: Path | None) -> str | None:
-        """The artifact id a file is, if it is one of the session's."""
-        target = Path(path).resolve() if path else None
-        for step in session.store.steps() if session and target else []:
-            for art in step.artifacts:
-                if (session.dir / art.path).resolve() == target:
-                    return art.id
-        return None
-
-    def result(
-        self, data: dict[str, Any], image: str | None, session: Session | None = None, is_error: bool = False
-    ) -> CallToolResult:
-        """JSON text + structured content; a thumbnail and a resource link when there is an image."""
-        content: list[Any] = [TextContent(type="text", text=json.dumps(data, ensure_ascii=False, default=str))]
-        path = Path(image) if image else None
-        if path is not None and path.is_file():
-            thumb = base64.b64encode(thumbnail(path)).decode()
-            content.append(ImageContent(type="image", data=thumb, mime_type="image/png"))
-            art = self.link(session, path)
-            uri = f"emage://sessions/{session.id}/artifacts/{art}" if session and art else path.as_uri()
-            content.append(
-                ResourceLink(
-                    type="resource_link",
-                    uri=uri,
-                    name=path.name,
-                    mime_type="image/png",
-                    description=f"full-size image: {path}",
-                )
-            )
-        return CallToolResult(content=content, structured_content=data, is_error=is_error)
-
     def artifact_arg(self, session: Session, value: str, field: str) -> str:
         """An image/mask argument as an artifact id of ``session`` (a file path must be one of its artifacts)."""
         if value in KEYWORDS:
             return value
         ref = resolve_image_arg(value, self.root(), field=field, has_artifact=lambda a: _has(session, a))
-        found = ref.artifact_id or self.link(session, ref.path)
+        found = ref.artifact_id or artifact_link(session, ref.path)
         if found is None:
             raise UserError(f"{value!r} is not an artifact of session {session.id}; pass its artifact id", field=field)
         return found
 
     # ---- tools ------------------------------------------------------------------------
     def check_contract(self, name: str, args: dict[str, Any]) -> None:
-        _check({"properties": {"session_id": SESSION_ID}}, {k: v for k, v in args.items() if k == "session_id"})
+        check_schema({"properties": {"session_id": SESSION_ID}}, {k: v for k, v in args.items() if k == "session_id"})
         validate_arguments(name, {k: v for k, v in args.items() if k != "session_id"})
         if "session_id" not in args and name != "generate":
             raise UserError(
@@ -349,7 +206,7 @@ class EmageTools:
                 call[field] = self.artifact_arg(session, call[field], field)
         out = self.agent().run_tool(name, call, session)
         session = session or self.session(out["session_id"])
-        return self.result(out, out.get("image"), session, is_error=not out.get("ok", True))
+        return tool_result(out, out.get("image"), session, is_error=not out.get("ok", True))
 
     def evaluate(self, args: dict[str, Any]) -> CallToolResult:
         session = self.session(args["session_id"]) if args.get("session_id") else None
@@ -360,19 +217,19 @@ class EmageTools:
                 "an artifact id needs session_id (or give an image file inside the session root)", field="image"
             )
         if ref.artifact_id == "current":
-            image = session.loop.current_image()
+            image = session.loop.view.current_image()
         else:
             image = session.store.load_image(ref.artifact_id) if ref.artifact_id else _open_image(ref.path, "image")
         prompt = args.get("prompt") or (session.store.info.current_prompt if session else None)
         if not prompt:
             raise UserError("needed when no session_id is given", field="prompt")
         evaluation = self.agent().evaluate(image, prompt)
-        return self.result({"prompt": prompt, "image": args["image"], **evaluation.model_dump(mode="json")}, None)
+        return tool_result({"prompt": prompt, "image": args["image"], **evaluation.model_dump(mode="json")}, None)
 
     @staticmethod
     def check_refine(args: dict[str, Any]) -> None:
-        _check(SCHEMAS["refine"], args)
-        options = [k for k in _OPTIONS if k in args]
+        check_schema(SCHEMAS["refine"], args)
+        options = [k for k in REFINE_OPTIONS if k in args]
         if args.get("session_id") and args.get("prompt"):
             raise UserError("give prompt to start a session or session_id to continue one, not both", field="prompt")
         if args.get("session_id") and options:
@@ -389,7 +246,7 @@ class EmageTools:
             steps = 1 if iterations is None else iterations
             summary = session.refine(args["feedback"], steps) if args.get("feedback") else session.run(steps)
         else:
-            options = {k: args[k] for k in (*_OPTIONS, "iterations") if k in args}
+            options = {k: args[k] for k in (*REFINE_OPTIONS, "iterations") if k in args}
             session = self.agent().start(args["prompt"], **options)
             self._sessions[session.dir.resolve()] = session
             summary = session.run()
@@ -398,13 +255,13 @@ class EmageTools:
             {k: h.get(k) for k in ("step", "tool", "satisfaction_score", "rolled_back")}
             for h in summary.get("history", [])[-12:]
         ]
-        return self.result(brief, summary.get("final_image"), session)
+        return tool_result(brief, summary.get("final_image"), session)
 
     def session_history(self, args: dict[str, Any]) -> CallToolResult:
         session = self.session(args["session_id"])
         head = session.store.head()
         summary = {**session.summary(), "head_step": head.step if head else None}
-        return self.result(summary, summary.get("final_image"), session)
+        return tool_result(summary, summary.get("final_image"), session)
 
     def revert(self, args: dict[str, Any]) -> CallToolResult:
         session = self.session(args["session_id"])
@@ -417,12 +274,10 @@ class EmageTools:
             "image": image,
             "prompt": session.store.info.current_prompt,
         }
-        return self.result(head, image, session)
+        return tool_result(head, image, session)
 
     def read_artifact(self, session_id: str, artifact_id: str) -> bytes:
         """The full-size PNG behind an ``emage://sessions/{id}/artifacts/{artifact}`` link."""
-        from emage_agent.session import SessionStore
-
         try:
             if not is_artifact_id(artifact_id):
                 raise UserError("not an artifact id", field="artifact_id")
@@ -450,7 +305,7 @@ def build_server(agent_factory: Callable[[], Agent], *, root: Path | None = None
     ]
     checks = {"refine": tools.check_refine}
     for name in ("evaluate", "refine", "session_history", "revert"):
-        check = checks.get(name, functools.partial(_check, SCHEMAS[name]))
+        check = checks.get(name, functools.partial(check_schema, SCHEMAS[name]))
         specs.append(tools.tool(name, DESCRIPTIONS[name], copy.deepcopy(SCHEMAS[name]), check, getattr(tools, name)))
     server = MCPServer("emage", instructions=INSTRUCTIONS, tools=specs)
 
@@ -464,65 +319,6 @@ def build_server(agent_factory: Callable[[], Agent], *, root: Path | None = None
         return await anyio.to_thread.run_sync(tools.read_artifact, session_id, artifact_id)
 
     return server
-
-
-# ---- HTTP -------------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-class BearerAuth:
-    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>`` (401 otherwise)."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    def _authorized(self, scope: dict[str, Any]) -> bool:
-        values = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
-        if len(values) != 1:
-            return False
-        scheme, _, given = values[0].strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan" or self._authorized(scope):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        body = b'{"error": "unauthorized", "error_description": "missing or wrong bearer token"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="emage"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def http_app(server: MCPServer, *, host: str = "127.0.0.1", token: str | None = None) -> Any:
-    """The streamable HTTP ASGI app; refuses a non-loopback host without a token, enforces any token."""
-    if not token and not is_loopback(host):
-        raise UserError(
-            f"refusing to serve MCP on {host} without a bearer token; set EMAGE_MCP_TOKEN (clients "
-            "then send 'Authorization: Bearer <token>') or bind 127.0.0.1",
-            field="EMAGE_MCP_TOKEN",
-        )
-    app = server.streamable_http_app(host=host)
-    return BearerAuth(app, token) if token else app
 
 
 def _default_factory(settings: Settings) -> Callable[[], Agent]:
@@ -555,16 +351,7 @@ def serve(
         anyio.run(server.run_stdio_async)
         return
     token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-    app = http_app(server, host=host, token=token or None)
-    import uvicorn
-
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"EMage MCP server on http://{shown}:{port}/mcp" + (" (bearer token required)" if token else ""),
-        file=sys.stderr,
-        flush=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve_http(server, host, port, token or None)
 
 
 def main(http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -11,212 +11,45 @@ its orphaned files are overwritten by the next commit of that step number and de
 files are removed on open. ``summary.json`` is rewritten atomically after every change.
 
 Secrets: nothing in the store may hold an API key. Every string that reaches the database
-or ``summary.json`` passes through :func:`scrub`, which replaces anything that looks like a
-Google API key (``AIza...``) or a Hugging Face token (``hf_...``) with ``[redacted]``.
+or ``summary.json`` passes through :func:`scrub`.
+
+The records live in ``session_records``, the schema in ``session_schema``, the on-disk
+helpers in ``session_files``; the names callers import from here are imported here (``x as x``
+where this module does not use them itself), so ``from emage_agent.session import ...`` keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from emage_agent.errors import ExecutionFailure, UserError
 from emage_agent.evaluation import Evaluation
-
-Role = Literal["image", "mask", "control"]
-Status = Literal["running", "done", "failed", "interrupted"]
-ROLE_DIRS: dict[str, str] = {"image": "images", "mask": "masks", "control": "control"}
-STATUSES: tuple[str, ...] = ("running", "done", "failed", "interrupted")
-DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
-REDACTED = "[redacted]"
-NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
-_SECRET_RE = re.compile(r"AIza[0-9A-Za-z_\-]{8,}|hf_[0-9A-Za-z]{20,}")
-_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")
-
-# Append-only: never edit a shipped entry, add a new one. Index + 1 is the schema version.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE session (
-        id TEXT PRIMARY KEY, original_prompt TEXT NOT NULL, current_prompt TEXT NOT NULL,
-        options TEXT NOT NULL DEFAULT '{}', head_step INTEGER REFERENCES step(step),
-        status TEXT NOT NULL DEFAULT 'running', stopped_because TEXT,
-        vlm_calls INTEGER NOT NULL DEFAULT 0, gpu_seconds REAL NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-    CREATE TABLE step (
-        step INTEGER PRIMARY KEY, parent INTEGER REFERENCES step(step), kind TEXT NOT NULL,
-        tool TEXT, args TEXT NOT NULL DEFAULT '{}', prompt TEXT, evaluation TEXT, score REAL,
-        vetoes TEXT NOT NULL DEFAULT '[]', decision TEXT, clamps TEXT NOT NULL DEFAULT '[]',
-        rolled_back INTEGER NOT NULL DEFAULT 0, error TEXT, note TEXT, timings TEXT NOT NULL DEFAULT '{}',
-        tokens TEXT NOT NULL DEFAULT '{}', feedback TEXT, created_at TEXT NOT NULL);
-    CREATE TABLE artifact (
-        id TEXT PRIMARY KEY, step INTEGER NOT NULL REFERENCES step(step), role TEXT NOT NULL,
-        path TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL);
-    CREATE INDEX artifact_role ON artifact(role, step);
-    CREATE TABLE gemini_call (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, step INTEGER REFERENCES step(step),
-        purpose TEXT NOT NULL, model TEXT, latency_s REAL, attempts INTEGER, input_tokens INTEGER,
-        output_tokens INTEGER, total_tokens INTEGER, ok INTEGER NOT NULL, error TEXT,
-        extra TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL);
-    """,
+from emage_agent.session_files import REDACTED as REDACTED
+from emage_agent.session_files import (
+    atomic_file,
+    atomic_write_bytes,
+    new_session_dir,
+    remove_dead_temps,
+    scrub,
+    utc_now,
 )
-_JSON_COLS = ("args", "evaluation", "vetoes", "decision", "clamps", "timings", "tokens")
+from emage_agent.session_files import new_session_id as new_session_id
+from emage_agent.session_records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
+from emage_agent.session_records import Veto as Veto
+from emage_agent.session_schema import JSON_COLS, connect, migrate
+from emage_agent.session_schema import MIGRATIONS as MIGRATIONS
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def new_session_id() -> str:
-    """Sortable (UTC time to the millisecond) and unique (random suffix): ``20250102T030405123-9f3ab1``."""
-    now = datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}-{secrets.token_hex(3)}"
-
-
-def scrub(value: Any) -> Any:
-    """Return ``value`` with every string that looks like an API key replaced by ``[redacted]``."""
-    if isinstance(value, str):
-        return _SECRET_RE.sub(REDACTED, value)
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """Yield a binary file whose content replaces ``path`` only once fully written and fsynced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename): readers never see half a file."""
-    with _atomic_file(path) as fh:
-        fh.write(data)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-class Veto(BaseModel):
-    """A tool call the selector refused, and why."""
-
-    tool: str
-    reason: str
-
-
-class Artifact(BaseModel):
-    """A PNG written by a step. ``path`` is relative to the session directory."""
-
-    id: str
-    step: int
-    role: Role
-    path: str
-    width: int
-    height: int
-
-
-class StepRecord(BaseModel):
-    """One step. ``step``, ``parent`` and ``created_at`` are assigned by ``commit_step``;
-    ``score`` defaults to the evaluation's satisfaction score; ``prompt`` to the current prompt."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    step: int | None = None
-    parent: int | None = None
-    kind: str = "tool"
-    tool: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-    prompt: str | None = None
-    evaluation: Evaluation | None = None
-    score: float | None = None
-    vetoes: list[Veto] = Field(default_factory=list)
-    decision: dict[str, Any] | None = None
-    clamps: list[str | dict[str, Any]] = Field(default_factory=list)
-    rolled_back: bool = False
-    error: str | None = None
-    note: str | None = None
-    timings: dict[str, float] = Field(default_factory=dict)
-    tokens: dict[str, int] = Field(default_factory=dict)
-    feedback: str | None = None
-    created_at: str | None = None
-    artifacts: list[Artifact] = Field(default_factory=list)
-
-
-class CallRecord(BaseModel):
-    """One Gemini call (the fields of ``gemini.client.CallRecord``); unknown keys are kept in ``extra``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    purpose: str
-    model: str | None = None
-    latency_s: float | None = None
-    attempts: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    ok: bool = True
-    error: str | None = None
-
-
-class SessionInfo(BaseModel):
-    """Session-level state, as stored."""
-
-    id: str
-    dir: Path
-    original_prompt: str
-    current_prompt: str
-    options: dict[str, Any]
-    head_step: int | None
-    best_step: int | None
-    status: Status
-    stopped_because: str | None
-    vlm_calls: int
-    gpu_seconds: float
-    created_at: str
-    updated_at: str
-    schema_version: int
-
-    @property
-    def prompt(self) -> str:
-        """The prompt in force now (``current_prompt``)."""
-        return self.current_prompt
+DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
+NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
 
 
 class SessionStore:
@@ -229,31 +62,6 @@ class SessionStore:
         self.id: str = conn.execute("SELECT id FROM session").fetchone()[0]
 
     # ---- opening -----------------------------------------------------------------------
-    @staticmethod
-    def _connect(db: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
-        done = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-        if done > len(MIGRATIONS):
-            raise UserError(f"the session has schema version {done}; this EMage knows {len(MIGRATIONS)}: upgrade it")
-        for version, sql in enumerate(MIGRATIONS[done:], start=done + 1):
-            try:  # executescript runs outside our BEGIN handling, so the script carries its own.
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;{sql};INSERT INTO schema_version VALUES ({version}, '{_now()}');COMMIT;"
-                )
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
     @classmethod
     def create(cls, root: Path, original_prompt: str, options: dict[str, Any] | None = None) -> SessionStore:
         """Make ``<root>/<new id>/`` with its database, and return the open store."""
@@ -261,20 +69,14 @@ class SessionStore:
             raise UserError("the prompt is empty", field="prompt")
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        while True:
-            sid = new_session_id()
-            try:
-                (root / sid).mkdir()
-                break
-            except FileExistsError:
-                continue
-        session_dir = (root / sid).resolve()
+        session_dir = new_session_dir(root)
+        sid = session_dir.name
         for sub in ROLE_DIRS.values():
             (session_dir / sub).mkdir()
-        conn = cls._connect(session_dir / DB_NAME)
-        cls._migrate(conn)
+        conn = connect(session_dir / DB_NAME)
+        migrate(conn)
         prompt, opts = scrub(original_prompt), json.dumps(scrub(options or {}), sort_keys=True)
-        now = _now()
+        now = utc_now()
         conn.execute(
             "INSERT INTO session (id, original_prompt, current_prompt, options, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -291,8 +93,8 @@ class SessionStore:
         if not (session_dir / DB_NAME).is_file():
             raise UserError(f"{session_dir} is not an EMage session directory (no {DB_NAME})", field="session")
         try:
-            conn = cls._connect(session_dir / DB_NAME)
-            cls._migrate(conn)
+            conn = connect(session_dir / DB_NAME)
+            migrate(conn)
             if conn.execute("SELECT COUNT(*) FROM session").fetchone()[0] != 1:
                 raise UserError(f"{session_dir / DB_NAME} holds no session", field="session")
         except sqlite3.DatabaseError as exc:
@@ -302,10 +104,7 @@ class SessionStore:
         for sub in (".", *ROLE_DIRS.values()):
             folder = session_dir / sub
             folder.mkdir(exist_ok=True)
-            for tmp in folder.iterdir():  # temp files of a killed writer (live writers' are kept)
-                match = _TEMP_RE.match(tmp.name)
-                if match and not _pid_alive(int(match.group(1))):
-                    tmp.unlink(missing_ok=True)
+            remove_dead_temps(folder)
         return cls(session_dir, conn)
 
     def close(self) -> None:
@@ -328,7 +127,7 @@ class SessionStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("UPDATE session SET updated_at = ?", (_now(),))
+            self._conn.execute("UPDATE session SET updated_at = ?", (utc_now(),))
             self._conn.execute("COMMIT")
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -392,8 +191,8 @@ class SessionStore:
             if data["prompt"] is None:
                 data["prompt"] = prompt
             arts = [self._write_png(step, role, img) for role, img in images.items()]
-            cols = {k: (json.dumps(data[k]) if k in _JSON_COLS and data[k] is not None else data[k]) for k in data}
-            cols |= {"step": step, "parent": parent, "created_at": _now(), "rolled_back": int(data["rolled_back"])}
+            cols = {k: (json.dumps(data[k]) if k in JSON_COLS and data[k] is not None else data[k]) for k in data}
+            cols |= {"step": step, "parent": parent, "created_at": utc_now(), "rolled_back": int(data["rolled_back"])}
             c.execute(
                 f"INSERT INTO step ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(cols.values())
             )
@@ -407,7 +206,7 @@ class SessionStore:
         rel = f"{ROLE_DIRS[role]}/step-{step:03d}.png"
         (self.dir / ROLE_DIRS[role]).mkdir(exist_ok=True)
         try:
-            with _atomic_file(self.dir / rel) as fh:
+            with atomic_file(self.dir / rel) as fh:
                 img.save(fh, format="PNG")
         except OSError as exc:
             raise ExecutionFailure(f"could not write {rel}: {exc}") from exc
@@ -450,7 +249,7 @@ class SessionStore:
             self.step(step)
         cols = ("purpose", "model", "latency_s", "attempts", "input_tokens", "output_tokens", "total_tokens", "ok")
         rows = [
-            (step, *(getattr(r, k) for k in cols), r.error, json.dumps(r.model_extra or {}, default=str), _now())
+            (step, *(getattr(r, k) for k in cols), r.error, json.dumps(r.model_extra or {}, default=str), utc_now())
             for r in calls
         ]
         with self._tx() as c:
@@ -487,23 +286,25 @@ class SessionStore:
     # ---- reading -----------------------------------------------------------------------
     def _record(self, row: sqlite3.Row, arts: list[Artifact]) -> StepRecord:
         data = dict(row)
-        for k in _JSON_COLS:
+        for k in JSON_COLS:
             if data[k] is not None:
                 data[k] = json.loads(data[k])
         return StepRecord(**data | {"rolled_back": bool(data["rolled_back"]), "artifacts": arts})
 
+    def _artifacts(self, where: str, args: tuple[Any, ...] = ()) -> list[Artifact]:
+        return [Artifact(**dict(a)) for a in self._q(f"SELECT * FROM artifact {where}", args)]
+
     def steps(self) -> list[StepRecord]:
         arts: dict[int, list[Artifact]] = {}
-        for a in self._q("SELECT * FROM artifact ORDER BY step, role"):
-            arts.setdefault(a["step"], []).append(Artifact(**dict(a)))
+        for a in self._artifacts("ORDER BY step, role"):
+            arts.setdefault(a.step, []).append(a)
         return [self._record(r, arts.get(r["step"], [])) for r in self._q("SELECT * FROM step ORDER BY step")]
 
     def step(self, n: int) -> StepRecord:
         rows = self._q("SELECT * FROM step WHERE step = ?", (n,))
         if not rows:
             raise UserError(f"no step {n} in session {self.id}", field="step")
-        arts = [Artifact(**dict(a)) for a in self._q("SELECT * FROM artifact WHERE step = ? ORDER BY role", (n,))]
-        return self._record(rows[0], arts)
+        return self._record(rows[0], self._artifacts("WHERE step = ? ORDER BY role", (n,)))
 
     def head(self) -> StepRecord | None:
         head = self._q("SELECT head_step FROM session")[0][0]
@@ -528,10 +329,10 @@ class SessionStore:
         return path[::-1]
 
     def artifact(self, artifact_id: str) -> Artifact:
-        rows = self._q("SELECT * FROM artifact WHERE id = ?", (artifact_id,))
-        if not rows:
+        found = self._artifacts("WHERE id = ?", (artifact_id,))
+        if not found:
             raise UserError(f"no artifact {artifact_id!r} in session {self.id}", field="artifact_id")
-        return Artifact(**dict(rows[0]))
+        return found[0]
 
     def artifact_path(self, artifact_id: str) -> Path:
         return self.dir / self.artifact(artifact_id).path
@@ -543,13 +344,11 @@ class SessionStore:
             return img.copy()
 
     def latest(self, role: Role = "mask") -> Artifact | None:
-        rows = self._q("SELECT * FROM artifact WHERE role = ? ORDER BY step DESC LIMIT 1", (role,))
-        return Artifact(**dict(rows[0])) if rows else None
+        return next(iter(self._artifacts("WHERE role = ? ORDER BY step DESC LIMIT 1", (role,))), None)
 
     def image_of(self, step: int) -> Artifact | None:
         """The image the step itself wrote (``None`` for steps that wrote none, e.g. a mask step)."""
-        rows = self._q("SELECT * FROM artifact WHERE step = ? AND role = 'image'", (step,))
-        return Artifact(**dict(rows[0])) if rows else None
+        return next(iter(self._artifacts("WHERE step = ? AND role = 'image'", (step,))), None)
 
     def current_image(self, step: int) -> Artifact | None:
         """The image in force at ``step``: its own, else the nearest ancestor's."""

@@ -196,6 +196,9 @@ async def test_evaluate_by_path_and_by_artifact(server: Any, root: Path, agent: 
         by_id = await client.call_tool("evaluate", {"image": "s1-image", "session_id": sid})
         assert not by_id.is_error, text_of(by_id)
         assert by_id.structured_content["prompt"] == "a red fox on a blue car"
+        current = await client.call_tool("evaluate", {"image": "current", "session_id": sid})
+        assert not current.is_error, text_of(current)
+        assert current.structured_content["image"] == "current"
         no_session = await client.call_tool("evaluate", {"image": "s1-image", "prompt": "x"})
         assert no_session.is_error and "session_id" in text_of(no_session)
 

@@ -1,0 +1,104 @@
+"""The records of the session store: what a step, an artifact, a veto, a Gemini call and a session are.
+
+Plain pydantic models, shared by the store (``emage_agent.session``), the loop and the report;
+import them from ``emage_agent.session``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emage_agent.evaluation import Evaluation
+
+Role = Literal["image", "mask", "control"]
+Status = Literal["running", "done", "failed", "interrupted"]
+ROLE_DIRS: dict[str, str] = {"image": "images", "mask": "masks", "control": "control"}
+STATUSES: tuple[str, ...] = ("running", "done", "failed", "interrupted")
+
+
+class Veto(BaseModel):
+    """A tool call the selector refused, and why."""
+
+    tool: str
+    reason: str
+
+
+class Artifact(BaseModel):
+    """A PNG written by a step. ``path`` is relative to the session directory."""
+
+    id: str
+    step: int
+    role: Role
+    path: str
+    width: int
+    height: int
+
+
+class StepRecord(BaseModel):
+    """One step. ``step``, ``parent`` and ``created_at`` are assigned by ``commit_step``;
+    ``score`` defaults to the evaluation's satisfaction score; ``prompt`` to the current prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int | None = None
+    parent: int | None = None
+    kind: str = "tool"
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    evaluation: Evaluation | None = None
+    score: float | None = None
+    vetoes: list[Veto] = Field(default_factory=list)
+    decision: dict[str, Any] | None = None
+    clamps: list[str | dict[str, Any]] = Field(default_factory=list)
+    rolled_back: bool = False
+    error: str | None = None
+    note: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    tokens: dict[str, int] = Field(default_factory=dict)
+    feedback: str | None = None
+    created_at: str | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+
+
+class CallRecord(BaseModel):
+    """One Gemini call (the fields of ``gemini.client.CallRecord``); unknown keys are kept in ``extra``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    purpose: str
+    model: str | None = None
+    latency_s: float | None = None
+    attempts: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    ok: bool = True
+    error: str | None = None
+
+
+class SessionInfo(BaseModel):
+    """Session-level state, as stored."""
+
+    id: str
+    dir: Path
+    original_prompt: str
+    current_prompt: str
+    options: dict[str, Any]
+    head_step: int | None
+    best_step: int | None
+    status: Status
+    stopped_because: str | None
+    vlm_calls: int
+    gpu_seconds: float
+    created_at: str
+    updated_at: str
+    schema_version: int
+
+    @property
+    def prompt(self) -> str:
+        """The prompt in force now (``current_prompt``)."""
+        return self.current_prompt
