@@ -27,18 +27,7 @@ from emage_agent.executor import Executor  # noqa: E402
 def tiny_settings(folder: Path) -> Settings:
     from tests.tiny_family import build_tiny_family
 
-    family = build_tiny_family(folder)
-    return Settings(
-        _env_file=None,
-        base_model=str(family.base),
-        canny_model=str(family.canny),
-        depth_model=str(family.depth),
-        fill_model=str(family.fill),
-        depth_estimator=str(family.depth_estimator),
-        segmenter=str(family.segmenter),
-        device="cpu",
-        dtype="float32",
-    )
+    return build_tiny_family(folder).settings()
 
 
 def one_round(executor: Executor, size: int, steps: int, prompt: str) -> None:

@@ -25,20 +25,7 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> TinyFamily:
 
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_family: TinyFamily, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        _env_file=None,
-        hf_token=None,
-        base_model=str(tiny_family.base),
-        canny_model=str(tiny_family.canny),
-        depth_model=str(tiny_family.depth),
-        fill_model=str(tiny_family.fill),
-        depth_estimator=str(tiny_family.depth_estimator),
-        segmenter=str(tiny_family.segmenter),
-        device="cpu",
-        dtype="float32",
-        residency="auto",
-        session_root=tmp_path_factory.mktemp("sessions"),
-    )
+    return tiny_family.settings(hf_token=None, residency="auto", session_root=tmp_path_factory.mktemp("sessions"))
 
 
 @pytest.fixture(scope="session")

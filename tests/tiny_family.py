@@ -18,6 +18,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from emage_agent.config import Settings
+
 VARIANTS = ("base", "canny", "depth", "fill")
 TRANSFORMER_IN_CHANNELS = {"base": 8, "canny": 16, "depth": 16, "fill": 20}
 
@@ -33,6 +35,21 @@ class TinyFamily:
     fill: Path
     depth_estimator: Path
     segmenter: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings that point every model at this family, on the CPU in float32, ignoring any .env."""
+        values: dict[str, object] = {
+            "base_model": str(self.base),
+            "canny_model": str(self.canny),
+            "depth_model": str(self.depth),
+            "fill_model": str(self.fill),
+            "depth_estimator": str(self.depth_estimator),
+            "segmenter": str(self.segmenter),
+            "device": "cpu",
+            "dtype": "float32",
+            **overrides,
+        }
+        return Settings(_env_file=None, **values)
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import re
 
-from google.genai import types
 from pydantic import BaseModel, Field
 
 from emage_agent.evaluation import Evaluation, Issue, IssueCategory
-from emage_agent.gemini.client import GeminiClient
+from emage_agent.gemini.client import GeminiClient, types
 from emage_agent.gemini.parsing import read_evaluation
 from emage_agent.resources import load_prompt
 

@@ -15,11 +15,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from google.genai import types
-
 from emage_agent.contracts import export_tools, load_contracts, validate_arguments
 from emage_agent.errors import InvalidArgument
-from emage_agent.gemini.client import GeminiClient
+from emage_agent.gemini.client import GeminiClient, types
 from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolCall, ToolReport
 from emage_agent.resources import load_prompt
 

@@ -11,12 +11,11 @@ import logging
 import re
 from typing import Literal
 
-from google.genai import types
 from pydantic import BaseModel, Field
 
 from emage_agent.errors import GeminiUnavailable, UnreadableAnswer
 from emage_agent.evaluation import PROMPT_SIDE, Issue
-from emage_agent.gemini.client import GeminiClient
+from emage_agent.gemini.client import GeminiClient, types
 from emage_agent.gemini.parsing import extract_json
 from emage_agent.resources import load_prompt
 
