@@ -47,7 +47,8 @@ class Agent:
         self._planner_factory = planner_factory
         self._client: Any = None
         self._seen_calls = 0
-        self.selector_config = selector_config or selector.SelectorConfig()
+        # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
+        self.selector_config = selector_config or selector.SelectorConfig(threshold_relax_per_iteration=0.0)
         self.on_event = on_event
 
     # ---- collaborators, built on first use ------------------------------------------

@@ -226,3 +226,13 @@ def test_empty_prompt_and_bad_options_are_user_errors(agent: Agent) -> None:
         agent.start("a fox", width=100)
     with pytest.raises(UserError, match="iterations"):
         agent.start("a fox", iterations=-1)
+
+
+def test_threshold_is_exact_by_default(agent: Agent, fake_gemini: Any) -> None:
+    """A score just under --threshold never reports 'threshold', however many iterations ran."""
+    Script(
+        fake_gemini, evals=[(0.75, [STYLE]), (0.79, [STYLE]), (0.795, [STYLE])], plans=[function_call_reply(CANNY)] * 2
+    )
+    summary = start(agent, iterations=2, threshold=0.8).run()
+    assert summary["stopped_because"] != "threshold"
+    assert summary["satisfaction_score"] == 0.795
