@@ -134,8 +134,7 @@ class Agent:
         prompt = (prompt or "").strip()
         if not prompt:
             raise UserError("the prompt is empty; say what the image should show", field="prompt")
-        opts = parse_options(**options)
-        opts.generate_args(prompt)
+        opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
         session = Session(self, store)
         try:

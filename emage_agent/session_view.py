@@ -69,8 +69,10 @@ class SessionView:
 
     def history(self) -> list[HistoryEntry]:
         """What was tried and what it scored, for the selector and the planner."""
+        steps = self.store.steps()
+        by_step = {s.step: s for s in steps}
         entries = []
-        for s in self.store.steps():
+        for s in steps:
             if s.tool in (None, "feedback"):
                 continue
             entries.append(
@@ -79,17 +81,20 @@ class SessionView:
                     tool=s.tool,
                     args=s.args,
                     target=(s.decision or {}).get("target") or s.args.get("target"),
-                    score_before=self.score_on_line(s.parent),
+                    score_before=self.score_on_line(s.parent, by_step),
                     score_after=s.score if s.tool in IMAGE_TOOLS else None,
                     rolled_back=s.rolled_back,
                 )
             )
         return entries
 
-    def score_on_line(self, step: int | None) -> float | None:
-        """Score of the image that was current at ``step`` (what an edit started from)."""
+    def score_on_line(self, step: int | None, steps: dict[int, StepRecord] | None = None) -> float | None:
+        """Score of the image that was current at ``step`` (what an edit started from).
+
+        ``steps`` (all steps by number) saves a database read per ancestor when called in a loop.
+        """
         while step is not None:
-            rec = self.store.step(step)
+            rec = steps[step] if steps is not None else self.store.step(step)
             if rec.tool in IMAGE_TOOLS and rec.error is None and rec.score is not None and not rec.rolled_back:
                 return rec.score
             step = rec.parent

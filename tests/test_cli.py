@@ -16,6 +16,7 @@ import pytest
 
 from tests.fake_gemini import Reply, evaluation_reply, function_call_reply
 from tests.test_agent_loop import CANNY, STYLE, Script
+from tests.test_session import SUMMARY_KEYS
 
 KEY = "AIzaFAKE-cli-test-key-0123456789abcdef"
 
@@ -75,18 +76,7 @@ def test_json_summary_matches_the_files(cli_settings: Any, fake_gemini: Any, tmp
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert set(summary) == {
-        "session_id",
-        "session_dir",
-        "final_image",
-        "final_prompt",
-        "original_prompt",
-        "satisfaction_score",
-        "best_step",
-        "iterations",
-        "stopped_because",
-        "history",
-    }
+    assert set(summary) == SUMMARY_KEYS
     assert json.loads((Path(summary["session_dir"]) / "summary.json").read_text()) == summary
     assert summary["stopped_because"] == "threshold"
     assert [h["tool"] for h in summary["history"]] == ["generate", "canny_edit"]
