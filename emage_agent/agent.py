@@ -14,15 +14,15 @@ from typing import Any
 
 from PIL import Image
 
-from emage_agent import selector
+from emage_agent import strategy
 from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation
 from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
-from emage_agent.ports import Evaluates, Plans, Rewrites, RunsTools, png_bytes
-from emage_agent.session import SessionStore, StepRecord
-from emage_agent.session_view import IMAGE_TOOLS, SessionView
+from emage_agent.ports import RunsTools, png_bytes
+from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepRecord
+from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
 
@@ -38,7 +38,7 @@ class SessionLoop:
         evaluator: Evaluates,
         rewriter: Rewrites,
         planner: Plans | None,
-        config: selector.SelectorConfig,
+        config: strategy.SelectorConfig,
         usage: Callable[[], list[dict[str, Any]]] = list,
         emit: Callable[[AgentEvent], None] | None = None,
     ) -> None:
@@ -58,9 +58,9 @@ class SessionLoop:
         if self._emit_fn is not None:
             self._emit_fn(AgentEvent(kind=kind, message=message, data=data))  # type: ignore[arg-type]
 
-    def budget(self) -> selector.BudgetState:
+    def budget(self) -> strategy.BudgetState:
         info = self.store.info
-        return selector.BudgetState(
+        return strategy.BudgetState(
             iteration=self.view.iterations_done(),
             max_iterations=self.options.iterations,
             vlm_calls=info.vlm_calls,
@@ -132,7 +132,7 @@ class SessionLoop:
                 self.start()
             while True:
                 evaluation = self.evaluate_head()
-                stop = selector.should_stop(
+                stop = strategy.should_stop(
                     evaluation.satisfaction_score, self.view.history(), self._config(), self.budget()
                 )
                 if stop.stop:
@@ -150,7 +150,7 @@ class SessionLoop:
             raise
         return self.store.summary()
 
-    def _config(self) -> selector.SelectorConfig:
+    def _config(self) -> strategy.SelectorConfig:
         return self.config.model_copy(
             update={
                 "threshold": self.options.threshold,
@@ -165,7 +165,7 @@ class SessionLoop:
         config = self._config()
         history = self.view.history()
         prompt = self.store.info.current_prompt
-        rec = selector.recommend(evaluation, history, config, self.view.iterations_done(), prompt)
+        rec = strategy.recommend(evaluation, history, config, self.view.iterations_done(), prompt)
         if rec.strategy == "stop" or not rec.ranked:
             return False
         self._emit(
@@ -229,7 +229,7 @@ class SessionLoop:
                 accepted: list[tuple[ToolCall, list[str]]] = []
                 problems = [f"{e.kind}: {e.message}" for e in result.errors]
                 for call in result.calls[:MAX_CALLS_PER_TURN]:
-                    verdict = selector.review(
+                    verdict = strategy.review(
                         self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt
                     )
                     if verdict.accepted:
@@ -245,8 +245,8 @@ class SessionLoop:
                 for err in result.errors:
                     vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
                 feedback = "; ".join(problems) or "no tool call was proposed"
-        fallback = selector.fallback_call(rec, prompt)
-        verdict = selector.review(
+        fallback = strategy.fallback_call(rec, prompt)
+        verdict = strategy.review(
             self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
         )
         call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from emage_agent import selector
+from emage_agent import strategy
 from emage_agent.agent import SessionLoop
 from emage_agent.config import Settings, load_settings
 from emage_agent.contracts import validate_arguments
@@ -36,7 +36,7 @@ class Agent:
         evaluator: Any = None,
         rewriter: Any = None,
         planner_factory: Callable[[], Any] | None = None,
-        selector_config: selector.SelectorConfig | None = None,
+        selector_config: strategy.SelectorConfig | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
@@ -48,7 +48,7 @@ class Agent:
         self._client: Any = None
         self._seen_calls = 0
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
-        self.selector_config = selector_config or selector.SelectorConfig(threshold_relax_per_iteration=0.0)
+        self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
         self.on_event = on_event
 
     # ---- collaborators, built on first use ------------------------------------------
@@ -63,7 +63,7 @@ class Agent:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from emage_agent.gemini import GeminiClient
+            from emage_agent.vlm.gemini import GeminiClient
 
             self._client = GeminiClient(self.settings)
         return self._client
@@ -71,7 +71,7 @@ class Agent:
     @property
     def evaluator(self) -> Any:
         if self._evaluator is None:
-            from emage_agent.gemini import Evaluator
+            from emage_agent.vlm.gemini import Evaluator
 
             self._evaluator = Evaluator(self.client)
         return self._evaluator
@@ -79,7 +79,7 @@ class Agent:
     @property
     def rewriter(self) -> Any:
         if self._rewriter is None:
-            from emage_agent.gemini import Rewriter
+            from emage_agent.vlm.gemini import Rewriter
 
             self._rewriter = Rewriter(self.client)
         return self._rewriter
@@ -87,7 +87,7 @@ class Agent:
     def _new_planner(self) -> Any:
         if self._planner_factory is not None:
             return self._planner_factory()
-        from emage_agent.gemini import Planner
+        from emage_agent.vlm.gemini import Planner
 
         return Planner(self.client)
 

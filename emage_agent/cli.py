@@ -180,7 +180,7 @@ def mcp_command(
     host: Annotated[str, typer.Option(help="HTTP host.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
 ) -> None:
-    from emage_agent.mcp_server import main as serve
+    from emage_agent.mcp.server import main as serve
 
     serve(http=http, host=host, port=port)
 

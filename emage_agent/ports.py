@@ -1,6 +1,6 @@
-"""The small interfaces the loop talks through, so Gemini, the selector-only mode and tests plug in alike.
+"""The loop's port to the GPU side, and the one conversion images make on their way to a VLM.
 
-Images cross these boundaries as PNG bytes: the Gemini layer never sees PIL or torch objects.
+The VLM ports (evaluate, plan, rewrite) live in ``emage_agent.vlm``.
 """
 
 from __future__ import annotations
@@ -10,24 +10,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from PIL import Image
-
-from emage_agent.evaluation import Evaluation, Issue
-from emage_agent.planning import PlanningContext, PlanResult, ToolReport
-
-
-class Evaluates(Protocol):
-    def evaluate(
-        self, image_png: bytes, prompt: str, original_prompt: str | None = None, feedback: list[str] | None = None
-    ) -> Evaluation: ...
-
-
-class Plans(Protocol):
-    def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult: ...
-    def report(self, reports: list[ToolReport]) -> None: ...
-
-
-class Rewrites(Protocol):
-    def rewrite(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None = None) -> Any: ...
 
 
 class RunsTools(Protocol):

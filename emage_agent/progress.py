@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from emage_agent.options import AgentEvent
-from emage_agent.session_view import IMAGE_TOOLS
+from emage_agent.session import IMAGE_TOOLS
 
 STYLES = {
     "decision": "cyan",

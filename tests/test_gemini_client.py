@@ -10,8 +10,8 @@ import traceback
 import pytest
 
 from emage_agent.errors import GeminiUnavailable, UserError
-from emage_agent.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
 from emage_agent.planning import PlanningContext, Recommendation, ToolReport
+from emage_agent.vlm.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
 from tests import fake_gemini as fg
 from tests.fake_gemini import FAKE_KEY
 

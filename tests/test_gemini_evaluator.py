@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emage_agent.errors import UnreadableAnswer
-from emage_agent.gemini import Evaluator, GeminiClient
+from emage_agent.vlm.gemini import Evaluator, GeminiClient
 from tests import fake_gemini as fg
 
 

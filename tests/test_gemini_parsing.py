@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from emage_agent.errors import UnreadableAnswer
-from emage_agent.gemini import Evaluator, GeminiClient, Planner, Rewriter
-from emage_agent.gemini.parsing import (
+from emage_agent.planning import PlanningContext, Recommendation, ToolReport
+from emage_agent.vlm.gemini import Evaluator, GeminiClient, Planner, Rewriter
+from emage_agent.vlm.gemini.parsing import (
     evaluation_from_prose,
     extract_json,
     normalise_box,
@@ -14,7 +15,6 @@ from emage_agent.gemini.parsing import (
     read_evaluation,
     unit_interval,
 )
-from emage_agent.planning import PlanningContext, Recommendation, ToolReport
 from tests import fake_gemini as fg
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from emage_agent.errors import GeminiUnavailable
 from emage_agent.evaluation import Evaluation, Issue
-from emage_agent.gemini import GeminiClient, Planner
 from emage_agent.planning import HistoryEntry, PlanningContext, Recommendation, ToolChoice, ToolReport
+from emage_agent.vlm.gemini import GeminiClient, Planner
 from tests import fake_gemini as fg
 from tests.fixtures_gemini import make_png
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emage_agent.evaluation import Issue
-from emage_agent.gemini import GeminiClient, Rewriter, offline_rewrite
+from emage_agent.vlm.gemini import GeminiClient, Rewriter, offline_rewrite
 from tests import fake_gemini as fg
 
 ORIGINAL = "a fox on a red car at sunset"

@@ -31,7 +31,7 @@ def importers(pattern: str) -> set[str]:
 
 def test_only_the_gemini_package_imports_google_genai() -> None:
     found = importers(r"^\s*(from google import genai|from google\.genai|import google\.genai)")
-    assert found and all(name.startswith("gemini/") for name in found), found
+    assert found and all(name.startswith("vlm/gemini/") for name in found), found
 
 
 def test_only_the_executor_imports_torch_diffusers_transformers() -> None:

@@ -21,7 +21,7 @@ from mcp.types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
 from emage_agent.errors import ExecutionFailure
-from emage_agent.mcp_server import build_server, thumbnail
+from emage_agent.mcp.server import build_server, thumbnail
 from emage_agent.resources import data_dir
 from tests.test_mcp_support import ScriptedExecutor, fake_png, scripted_agent
 

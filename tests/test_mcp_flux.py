@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from emage_agent.api import Agent
 from emage_agent.config import Settings
-from emage_agent.mcp_server import build_server
+from emage_agent.mcp.server import build_server
 from tests.fake_gemini import evaluation_reply, function_call_reply
 
 pytestmark = pytest.mark.anyio
@@ -111,7 +111,7 @@ async def test_generate_and_make_mask_over_stdio(settings: Settings, tmp_path: P
         "OMP_NUM_THREADS": "1",
         "EMAGE_DEVICE": "cpu",
     }
-    params = StdioServerParameters(command=sys.executable, args=["-m", "emage_agent.mcp_server"], env=env, cwd=tmp_path)
+    params = StdioServerParameters(command=sys.executable, args=["-m", "emage_agent.mcp.server"], env=env, cwd=tmp_path)
     async with Client(params, read_timeout_seconds=300) as client:
         made = await client.call_tool("generate", GENERATE)
         assert not made.is_error, text_of(made)

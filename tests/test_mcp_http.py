@@ -20,7 +20,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from emage_agent.errors import UserError
-from emage_agent.mcp_server import BearerAuth, build_server, http_app, is_loopback, main
+from emage_agent.mcp.server import BearerAuth, build_server, http_app, is_loopback, main
 from tests.test_mcp_support import scripted_agent
 
 pytestmark = pytest.mark.anyio

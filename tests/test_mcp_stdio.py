@@ -28,7 +28,7 @@ def anyio_backend() -> str:
 
 
 def server_params(workdir: Path, **env: str) -> StdioServerParameters:
-    """``python -m emage_agent.mcp_server`` run from an empty folder (so no stray ``.env`` is read)."""
+    """``python -m emage_agent.mcp.server`` run from an empty folder (so no stray ``.env`` is read)."""
     base = {
         "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
@@ -38,7 +38,7 @@ def server_params(workdir: Path, **env: str) -> StdioServerParameters:
         "EMAGE_DEVICE": "cpu",
     }
     return StdioServerParameters(
-        command=sys.executable, args=["-m", "emage_agent.mcp_server"], env={**base, **env}, cwd=workdir
+        command=sys.executable, args=["-m", "emage_agent.mcp.server"], env={**base, **env}, cwd=workdir
     )
 
 
@@ -83,7 +83,7 @@ async def test_stdio_reports_a_missing_key_as_a_tool_error(tmp_path: Path) -> No
 def test_module_refuses_http_on_all_interfaces_without_a_token(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "EMAGE_SESSION_ROOT": str(tmp_path / "s")}
     done = subprocess.run(
-        [sys.executable, "-m", "emage_agent.mcp_server", "--http", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "emage_agent.mcp.server", "--http", "--host", "0.0.0.0"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

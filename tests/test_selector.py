@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from emage_agent import selector, selector_config, veto
+from emage_agent import strategy
 from emage_agent.contracts import TOOL_NAMES, get_contract, validate_arguments
 from emage_agent.errors import InvalidArgument
 from emage_agent.evaluation import Evaluation, Issue
 from emage_agent.planning import HistoryEntry, Recommendation, ToolCall
-from emage_agent.selector import (
+from emage_agent.strategy import config as selector_config
+from emage_agent.strategy import selector, veto
+from emage_agent.strategy.selector import (
     CATEGORY_TOOL,
     BudgetState,
     Convergence,
@@ -724,12 +726,14 @@ ALLOWED_IMPORTS = {
     "emage_agent.planning",
     "emage_agent.contracts",
     "emage_agent.errors",
-    "emage_agent.selector_config",
-    "emage_agent.veto",
+    "emage_agent.strategy.config",
+    "emage_agent.strategy.veto",
+    "emage_agent.strategy",
+    "emage_agent.strategy.selector",
 }
 
 
-@pytest.mark.parametrize("module", [selector, selector_config, veto], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [strategy, selector, selector_config, veto], ids=lambda m: m.__name__)
 def test_selector_imports_nothing_that_does_io(module):
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     module_level = set()

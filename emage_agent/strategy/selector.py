@@ -21,8 +21,8 @@ from emage_agent.contracts import validate_arguments
 from emage_agent.errors import InvalidArgument
 from emage_agent.evaluation import IMAGE_SIDE, ISSUE_CATEGORIES, PROMPT_SIDE, Evaluation, Issue
 from emage_agent.planning import HistoryEntry, Recommendation, Strategy, ToolCall, ToolChoice
-from emage_agent.selector_config import TOL, BudgetState, SelectorConfig, fmt_num
-from emage_agent.veto import (
+from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
+from emage_agent.strategy.veto import (
     Verdict,
     VetoKind,
     call_target,

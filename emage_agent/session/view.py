@@ -11,7 +11,7 @@ from PIL import Image
 from emage_agent.errors import UserError
 from emage_agent.evaluation import Evaluation
 from emage_agent.planning import HistoryEntry
-from emage_agent.session import SessionStore, StepRecord
+from emage_agent.session.store import SessionStore, StepRecord
 
 IMAGE_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint"})
 

@@ -16,7 +16,7 @@ from typing import Any
 from emage_agent.errors import UnreadableAnswer
 from emage_agent.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
 
-log = logging.getLogger("emage_agent.gemini")
+log = logging.getLogger("emage_agent.vlm.gemini")
 
 CATEGORY_SYNONYMS = {
     "objects": "object", "missing": "object", "missing_object": "object", "extra_object": "object",

@@ -14,11 +14,11 @@ import re
 from pydantic import BaseModel, Field
 
 from emage_agent.evaluation import Evaluation, Issue, IssueCategory
-from emage_agent.gemini.client import GeminiClient, types
-from emage_agent.gemini.parsing import read_evaluation
 from emage_agent.resources import load_prompt
+from emage_agent.vlm.gemini.client import GeminiClient, types
+from emage_agent.vlm.gemini.parsing import read_evaluation
 
-log = logging.getLogger("emage_agent.gemini")
+log = logging.getLogger("emage_agent.vlm.gemini")
 
 
 class IssueAnswer(BaseModel):

@@ -17,9 +17,9 @@ from typing import Any
 
 from emage_agent.contracts import export_tools, load_contracts, validate_arguments
 from emage_agent.errors import InvalidArgument
-from emage_agent.gemini.client import GeminiClient, types
 from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolCall, ToolReport
 from emage_agent.resources import load_prompt
+from emage_agent.vlm.gemini.client import GeminiClient, types
 
 MAX_IMAGES_KEPT = 3
 

@@ -4,10 +4,10 @@ The rest of the project passes PNG bytes and plain data and gets back the models
 ``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type crosses this boundary.
 """
 
-from emage_agent.gemini.client import CallRecord, GeminiClient, GeminiRequestError
-from emage_agent.gemini.evaluator import Evaluator
-from emage_agent.gemini.planner import Planner
-from emage_agent.gemini.rewriter import Rewrite, Rewriter, offline_rewrite
+from emage_agent.vlm.gemini.client import CallRecord, GeminiClient, GeminiRequestError
+from emage_agent.vlm.gemini.evaluator import Evaluator
+from emage_agent.vlm.gemini.planner import Planner
+from emage_agent.vlm.gemini.rewriter import Rewrite, Rewriter, offline_rewrite
 
 __all__ = [
     "CallRecord",

@@ -15,7 +15,7 @@ or ``summary.json`` passes through :func:`scrub`.
 
 The records live in ``session_records``, the schema in ``session_schema``, the on-disk
 helpers in ``session_files``; the names callers import from here are imported here (``x as x``
-where this module does not use them itself), so ``from emage_agent.session import ...`` keeps working.
+where this module does not use them itself), so ``from emage_agent.session.store import ...`` keeps working.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pydantic import ValidationError
 
 from emage_agent.errors import ExecutionFailure, UserError
 from emage_agent.evaluation import Evaluation
-from emage_agent.session_files import REDACTED as REDACTED
-from emage_agent.session_files import (
+from emage_agent.session.files import REDACTED as REDACTED
+from emage_agent.session.files import (
     atomic_file,
     atomic_write_bytes,
     new_session_dir,
@@ -42,11 +42,11 @@ from emage_agent.session_files import (
     scrub,
     utc_now,
 )
-from emage_agent.session_files import new_session_id as new_session_id
-from emage_agent.session_records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
-from emage_agent.session_records import Veto as Veto
-from emage_agent.session_schema import JSON_COLS, connect, migrate
-from emage_agent.session_schema import MIGRATIONS as MIGRATIONS
+from emage_agent.session.files import new_session_id as new_session_id
+from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
+from emage_agent.session.records import Veto as Veto
+from emage_agent.session.schema import JSON_COLS, connect, migrate
+from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
 DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
 NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations

@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 
 from emage_agent.errors import GeminiUnavailable, UnreadableAnswer
 from emage_agent.evaluation import PROMPT_SIDE, Issue
-from emage_agent.gemini.client import GeminiClient, types
-from emage_agent.gemini.parsing import extract_json
 from emage_agent.resources import load_prompt
+from emage_agent.vlm.gemini.client import GeminiClient, types
+from emage_agent.vlm.gemini.parsing import extract_json
 
-log = logging.getLogger("emage_agent.gemini")
+log = logging.getLogger("emage_agent.vlm.gemini")
 
 MAX_PROMPT_CHARS = 2000  # the tools' contracts cap prompts at 2000 characters
 _STOPWORDS = frozenset(

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from emage_agent.errors import UserError
-from emage_agent.session_files import utc_now
+from emage_agent.session.files import utc_now
 
 MIGRATIONS: tuple[str, ...] = (
     """

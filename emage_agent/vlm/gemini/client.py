@@ -29,7 +29,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from emage_agent.config import Settings
 from emage_agent.errors import EmageError, ExecutionFailure, GeminiUnavailable, UnreadableAnswer, UserError
 
-log = logging.getLogger("emage_agent.gemini")
+log = logging.getLogger("emage_agent.vlm.gemini")
 
 Purpose = Literal["evaluate", "plan", "rewrite"]
 RETRYABLE_CODES = frozenset({408, 429, 500, 502, 503, 504})

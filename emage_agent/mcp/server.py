@@ -38,14 +38,14 @@ from PIL import Image, UnidentifiedImageError
 
 from emage_agent.contracts import TOOL_NAMES, export_tools, validate_arguments
 from emage_agent.errors import EmageError, UserError
-from emage_agent.mcp_http import BearerAuth as BearerAuth
-from emage_agent.mcp_http import http_app as http_app
-from emage_agent.mcp_http import is_loopback as is_loopback
-from emage_agent.mcp_http import serve_http
-from emage_agent.mcp_results import THUMB_PX as THUMB_PX
-from emage_agent.mcp_results import artifact_link, error_result, tool_result
-from emage_agent.mcp_results import thumbnail as thumbnail
-from emage_agent.mcp_schemas import (
+from emage_agent.mcp.http import BearerAuth as BearerAuth
+from emage_agent.mcp.http import http_app as http_app
+from emage_agent.mcp.http import is_loopback as is_loopback
+from emage_agent.mcp.http import serve_http
+from emage_agent.mcp.results import THUMB_PX as THUMB_PX
+from emage_agent.mcp.results import artifact_link, error_result, tool_result
+from emage_agent.mcp.results import thumbnail as thumbnail
+from emage_agent.mcp.schemas import (
     BRIEF,
     DESCRIPTIONS,
     INSTRUCTIONS,
@@ -362,7 +362,7 @@ def main(http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m emage_agent.mcp_server")
+    parser = argparse.ArgumentParser(prog="python -m emage_agent.mcp.server")
     parser.add_argument("--http", action="store_true")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)

@@ -1,0 +1,31 @@
+"""The vision-language side: the three small interfaces the loop uses, and the backends behind them.
+
+Images cross these interfaces as PNG bytes and answers come back as the models of
+``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type leaves a backend. Each
+backend (``gemini``, later others) is its own subpackage or module and is the only importer of
+its SDK, so a new backend joins without touching the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from emage_agent.evaluation import Evaluation, Issue
+from emage_agent.planning import PlanningContext, PlanResult, ToolReport
+
+__all__ = ["Evaluates", "Plans", "Rewrites"]
+
+
+class Evaluates(Protocol):
+    def evaluate(
+        self, image_png: bytes, prompt: str, original_prompt: str | None = None, feedback: list[str] | None = None
+    ) -> Evaluation: ...
+
+
+class Plans(Protocol):
+    def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult: ...
+    def report(self, reports: list[ToolReport]) -> None: ...
+
+
+class Rewrites(Protocol):
+    def rewrite(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None = None) -> Any: ...
