@@ -135,6 +135,7 @@ class SessionLoop:
                 stop = strategy.should_stop(
                     evaluation.satisfaction_score, self.view.history(), self._config(), self.budget()
                 )
+                self._note_threshold(stop)
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
                     self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
@@ -150,13 +151,37 @@ class SessionLoop:
             raise
         return self.store.summary()
 
+    def _note_threshold(self, stop: strategy.StopDecision) -> None:
+        """An adaptive session records the bar in force after each judged step, so every adjustment shows."""
+        if not self.options.adaptive_threshold or stop.threshold is None:
+            return
+        line = [s for s in self.store.lineage() if s.decision and "threshold" in s.decision]
+        before = line[-1].decision["threshold"] if line else self.options.threshold  # type: ignore[index]
+        rec = self.view.image_step()
+        if rec is None or abs(stop.threshold - before) < 1e-9:
+            return
+        self.store.note_decision(rec.step, {"threshold": stop.threshold, "threshold_before": before})
+        self._emit(
+            "decision",
+            f"scores plateaued: threshold {before:.2f} -> {stop.threshold:.2f}",
+            threshold=stop.threshold,
+            step=rec.step,
+        )
+
     def _config(self) -> strategy.SelectorConfig:
+        adaptive = {
+            k: v
+            for k, v in (("adaptive_floor", self.options.adaptive_floor), ("adaptive_step", self.options.adaptive_step))
+            if v is not None
+        }
         return self.config.model_copy(
             update={
                 "threshold": self.options.threshold,
                 "max_iterations": self.options.iterations,
                 "max_vlm_calls": self.options.max_vlm_calls,
                 "max_gpu_seconds": self.options.max_gpu_seconds,
+                "adaptive_threshold": self.options.adaptive_threshold,
+                **adaptive,
             }
         )
 

@@ -221,6 +221,8 @@ def run_chat(
             session = agent.open(session_dir)
             if prompt:
                 console.print(Text("continuing the session; the prompt argument is ignored", style="yellow"))
+            if options:
+                session.store.update_options(options)
         else:
             console.print(Text("making the first image ...", style="dim"))
             session = agent.start(prompt or "", **options)

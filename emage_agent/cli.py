@@ -30,7 +30,13 @@ app = typer.Typer(
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report"}
 err = Console(stderr=True, highlight=False)
-OPTION_NAMES = {"max_vlm_calls": "--max-vlm-calls", "max_gpu_seconds": "--max-gpu-seconds"}
+OPTION_NAMES = {
+    "max_vlm_calls": "--max-vlm-calls",
+    "max_gpu_seconds": "--max-gpu-seconds",
+    "adaptive_floor": "--adaptive-floor",
+    "adaptive_step": "--adaptive-step",
+}
+ADAPTIVE_HELP = "Lower the threshold while the scores plateau (see --adaptive-floor, --adaptive-step)."
 
 
 def _settings(device: str | None = None) -> Any:
@@ -75,6 +81,9 @@ def run_command(
     planner: Annotated[str, typer.Option(help="gemini (function calling) or selector (rules only).")] = "gemini",
     max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of Gemini calls.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
+    adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
+    adaptive_floor: Annotated[float | None, typer.Option(help="Lowest adaptive threshold (default 0.6).")] = None,
+    adaptive_step: Annotated[float | None, typer.Option(help="Adaptive threshold step (default 0.05).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
 ) -> None:
@@ -91,6 +100,9 @@ def run_command(
         planner=planner,
         max_vlm_calls=max_vlm_calls,
         max_gpu_seconds=max_gpu_seconds,
+        adaptive_threshold=adaptive_threshold,
+        adaptive_floor=adaptive_floor,
+        adaptive_step=adaptive_step,
     )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
@@ -161,6 +173,7 @@ def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="Start a new session with this prompt.")] = None,
     session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session.")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
+    adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
 ) -> None:
     from emage_agent.chat import run_chat
@@ -171,7 +184,8 @@ def chat_command(
     agent, _view = _agent(settings, quiet=True)
     agent.root = out
     agent.check_ready()
-    run_chat(agent, prompt, session_dir, console=Console(highlight=False))
+    options = {"adaptive_threshold": True} if adaptive_threshold else {}
+    run_chat(agent, prompt, session_dir, console=Console(highlight=False), **options)
 
 
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")

@@ -27,6 +27,10 @@ class RunOptions(BaseModel):
     planner: PlannerKind = "gemini"
     max_vlm_calls: int | None = Field(default=None, ge=1)
     max_gpu_seconds: float | None = Field(default=None, gt=0)
+    # Opt-in: lower the threshold while the scores plateau, down to the floor (None: the selector's defaults).
+    adaptive_threshold: bool = False
+    adaptive_floor: float | None = Field(default=None, ge=0.0, le=1.0)
+    adaptive_step: float | None = Field(default=None, gt=0.0, le=1.0)
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""

@@ -236,3 +236,34 @@ def test_threshold_is_exact_by_default(agent: Agent, fake_gemini: Any) -> None:
     summary = start(agent, iterations=2, threshold=0.8).run()
     assert summary["stopped_because"] != "threshold"
     assert summary["satisfaction_score"] == 0.795
+
+
+PLATEAU = [(0.70, [STYLE]), (0.71, [STYLE]), (0.71, [STYLE]), (0.72, [STYLE])]
+
+
+def test_adaptive_threshold_stops_a_plateau_and_says_so(agent: Agent, fake_gemini: Any) -> None:
+    Script(fake_gemini, evals=PLATEAU, plans=[function_call_reply(CANNY)] * 3)
+    summary = start(agent, iterations=3, threshold=0.8, adaptive_threshold=True).run()
+    assert summary["stopped_because"] == "adaptive_threshold"
+    assert summary["threshold_used"] == 0.7  # 0.8 -> 0.75 after the second flat score -> 0.7 after the third
+    assert summary["satisfaction_score"] == 0.72
+    bars = [(h["satisfaction_score"], h.get("threshold")) for h in summary["history"]]
+    assert bars == [(0.70, None), (0.71, None), (0.71, 0.75), (0.72, 0.7)]
+    check_summary_against_files(summary)
+
+
+def test_the_same_plateau_without_the_flag_runs_to_the_limit(agent: Agent, fake_gemini: Any) -> None:
+    Script(fake_gemini, evals=PLATEAU, plans=[function_call_reply(CANNY)] * 3)
+    summary = start(agent, iterations=3, threshold=0.8).run()
+    assert summary["stopped_because"] == "iteration_limit"
+    assert summary["threshold_used"] == 0.8
+    assert all("threshold" not in h for h in summary["history"])
+
+
+def test_adaptive_floor_and_step_come_from_the_options(agent: Agent, fake_gemini: Any) -> None:
+    Script(fake_gemini, evals=PLATEAU, plans=[function_call_reply(CANNY)] * 3)
+    summary = start(
+        agent, iterations=3, threshold=0.8, adaptive_threshold=True, adaptive_floor=0.78, adaptive_step=0.1
+    ).run()
+    assert summary["stopped_because"] == "iteration_limit"  # the floor 0.78 stays above every score
+    assert [h.get("threshold") for h in summary["history"]] == [None, None, 0.78, None]

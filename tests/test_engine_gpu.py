@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emage_agent.engine import GpuQueue
+from emage_agent.engine import GpuQueue, Lane
 
 
 class SlowTools:
@@ -39,6 +39,7 @@ def test_jobs_never_overlap_and_report_their_place() -> None:
 
     def worker(name: str) -> None:
         lane = queue.lane(on_wait=lambda ahead, n=name: seen.setdefault(n, []).append(ahead))
+        assert isinstance(lane, Lane)
         results[name] = lane.run("generate", {"who": name})
 
     threads = [threading.Thread(target=worker, args=(f"s{i}",)) for i in range(5)]

@@ -51,3 +51,21 @@ def test_installed_wheel_loads_its_data_away_from_the_checkout(wheel: Path, tmp_
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["6", "True"]
+
+
+def test_installed_wheel_keeps_the_seed_import_path(wheel: Path, tmp_path: Path) -> None:
+    assert "flux_vlm_pipeline/pipeline.py" in zipfile.ZipFile(wheel).namelist()
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "from flux_vlm_pipeline.pipeline import FluxVLMPipeline; import emage_agent; "
+        "assert FluxVLMPipeline is emage_agent.FluxVLMPipeline; print(FluxVLMPipeline.__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "FluxVLMPipeline"

@@ -16,7 +16,7 @@ from emage_agent.errors import InvalidArgument
 from emage_agent.evaluation import Evaluation, Issue
 from emage_agent.planning import HistoryEntry, Recommendation, ToolCall
 from emage_agent.strategy import config as selector_config
-from emage_agent.strategy import selector, veto
+from emage_agent.strategy import selector, threshold, veto
 from emage_agent.strategy.selector import (
     CATEGORY_TOOL,
     BudgetState,
@@ -730,10 +730,11 @@ ALLOWED_IMPORTS = {
     "emage_agent.strategy.veto",
     "emage_agent.strategy",
     "emage_agent.strategy.selector",
+    "emage_agent.strategy.threshold",
 }
 
 
-@pytest.mark.parametrize("module", [strategy, selector, selector_config, veto], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [strategy, selector, selector_config, veto, threshold], ids=lambda m: m.__name__)
 def test_selector_imports_nothing_that_does_io(module):
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     module_level = set()
@@ -748,3 +749,34 @@ def test_selector_imports_nothing_that_does_io(module):
     io_calls = {"open", "print", "input", "exec", "eval", "__import__"}
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert not called & io_calls
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected", "moves"),
+    [
+        ([0.5], 0.8, []),
+        ([0.5, 0.6, 0.7], 0.8, []),  # rising: the bar stays
+        ([0.5, 0.5, 0.5], 0.75, [2]),
+        ([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 0.6, [2, 3, 4, 5]),  # never below the floor
+        ([0.5, 0.55, 0.5, 0.9], 0.8, []),
+    ],
+)
+def test_adaptive_threshold_follows_the_trace(scores: list[float], expected: float, moves: list[int]) -> None:
+    from emage_agent.strategy.threshold import adaptive_threshold
+
+    config = SelectorConfig(threshold=0.8, adaptive_threshold=True, plateau_epsilon=0.01)
+    trace = adaptive_threshold(scores, config)
+    assert trace.threshold == pytest.approx(expected)
+    assert [a.after_score for a in trace.adjustments] == moves
+
+
+def test_should_stop_names_the_adaptive_threshold_only_when_it_was_lowered() -> None:
+    budget = BudgetState(iteration=1, max_iterations=5)
+    flat = [HistoryEntry(step=i, tool="canny_edit", score_before=0.7, score_after=0.7) for i in range(2, 4)]
+    on = SelectorConfig(threshold=0.8, adaptive_threshold=True, threshold_relax_per_iteration=0.0)
+    off = on.model_copy(update={"adaptive_threshold": False})
+    stop = should_stop(0.76, flat, on, budget)
+    assert (stop.stop, stop.reason, stop.threshold) == (True, "adaptive_threshold", 0.75)
+    assert should_stop(0.76, flat, off, budget).stop is False
+    assert should_stop(0.85, flat, on, budget).reason == "adaptive_threshold"
+    assert should_stop(0.85, [], on, budget).reason == "threshold"

@@ -30,7 +30,12 @@ SESSION_ID = _text(
 )
 _GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
 _GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
-REFINE_OPTIONS = ("threshold", "planner", *_GEN_OPTIONS)  # refine's arguments for a new session only
+REFINE_OPTIONS = (
+    "threshold",
+    "adaptive_threshold",
+    "planner",
+    *_GEN_OPTIONS,
+)  # refine's arguments for a new session only
 BRIEF = (  # the summary keys refine returns
     "session_id",
     "session_dir",
@@ -71,6 +76,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "minimum": 0,
             "maximum": 1,
             "description": "New sessions: stop once the score reaches this (default 0.8).",
+        },
+        adaptive_threshold={
+            "type": "boolean",
+            "description": "New sessions: lower the threshold (to 0.6 at most, 0.05 a time) while the scores "
+            "plateau; the summary then says stopped_because 'adaptive_threshold' and threshold_used.",
         },
         planner={
             "type": "string",

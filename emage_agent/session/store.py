@@ -230,6 +230,13 @@ class SessionStore:
             )
         self.write_summary()
 
+    def note_decision(self, step: int, notes: dict[str, Any]) -> None:
+        """Add keys to a step's recorded decision (e.g. the stop threshold the loop applied after it)."""
+        decision = {**(self.step(step).decision or {}), **notes}
+        with self._tx() as c:
+            c.execute("UPDATE step SET decision = ? WHERE step = ?", (json.dumps(scrub(decision)), step))
+        self.write_summary()
+
     def mark_rolled_back(self, step: int, rolled_back: bool = True) -> None:
         """Flag a step whose result was discarded (the loop then reverts to a better step)."""
         self.step(step)
@@ -364,19 +371,21 @@ class SessionStore:
         best = next((s for s in steps if s.step == info.best_step), None)
         final = self.current_image(best.step) if best and best.step else None
         history = []
+        threshold_used = info.options.get("threshold")
         for s in steps:
             img = next((a for a in s.artifacts if a.role == "image"), None)
-            history.append(
-                {
-                    "step": s.step,
-                    "tool": s.tool,
-                    "args": s.args,
-                    "satisfaction_score": s.score,
-                    "image": str(self.dir / img.path) if img else None,
-                    "vetoes": [v.model_dump() for v in s.vetoes],
-                    "rolled_back": s.rolled_back,
-                }
-            )
+            entry = {
+                "step": s.step,
+                "tool": s.tool,
+                "args": s.args,
+                "satisfaction_score": s.score,
+                "image": str(self.dir / img.path) if img else None,
+                "vetoes": [v.model_dump() for v in s.vetoes],
+                "rolled_back": s.rolled_back,
+            }
+            if s.decision and "threshold" in s.decision:  # an adaptive session's bar after this step
+                entry["threshold"] = threshold_used = s.decision["threshold"]
+            history.append(entry)
         return {
             "session_id": self.id,
             "session_dir": str(self.dir),
@@ -387,6 +396,7 @@ class SessionStore:
             "best_step": info.best_step,
             "iterations": sum(1 for s in steps if s.tool and s.tool not in NOT_TOOLS),
             "stopped_because": info.stopped_because,
+            "threshold_used": threshold_used,
             "history": history,
         }
 

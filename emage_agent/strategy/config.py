@@ -58,6 +58,11 @@ class SelectorConfig(BaseModel):
     failure_demotion: float = Field(0.5, ge=0.0, le=1.0)  # weight factor per earlier failure on the same target
     plateau_window: int = Field(3, ge=1)
     plateau_epsilon: float = Field(0.01, ge=0.0)
+    # Opt-in: lower the stop threshold while the scores plateau (see ``threshold``); off keeps it exact.
+    adaptive_threshold: bool = False
+    adaptive_floor: float = Field(0.6, ge=0.0, le=1.0)
+    adaptive_step: float = Field(0.05, gt=0.0, le=1.0)
+    adaptive_window: int = Field(2, ge=1)  # scores without gain that count as a plateau for the bar
     guidance_base: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GUIDANCE))
     guidance_decay: float = Field(0.93, gt=0.0, le=1.0)  # multiplied in once per iteration
     strength_base: float = Field(0.85, gt=0.0, le=1.0)

@@ -22,6 +22,7 @@ from emage_agent.errors import InvalidArgument
 from emage_agent.evaluation import IMAGE_SIDE, ISSUE_CATEGORIES, PROMPT_SIDE, Evaluation, Issue
 from emage_agent.planning import HistoryEntry, Recommendation, Strategy, ToolCall, ToolChoice
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
+from emage_agent.strategy.threshold import adaptive_threshold
 from emage_agent.strategy.veto import (
     Verdict,
     VetoKind,
@@ -46,6 +47,7 @@ __all__ = [
     "SideWeights",
     "StopDecision",
     "StopReason",
+    "adaptive_threshold",
     "Verdict",
     "VetoKind",
     "call_target",
@@ -65,7 +67,9 @@ __all__ = [
     "weigh",
 ]
 
-StopReason = Literal["threshold", "iteration_limit", "plateau", "vlm_budget", "gpu_budget", "continue"]
+StopReason = Literal[
+    "threshold", "adaptive_threshold", "iteration_limit", "plateau", "vlm_budget", "gpu_budget", "continue"
+]
 
 CATEGORY_TOOL: dict[str, str] = {
     "object": "inpaint",  # preceded by make_mask on the issue's target/box
@@ -110,6 +114,7 @@ class StopDecision(BaseModel):
     stop: bool
     reason: StopReason
     detail: str
+    threshold: float | None = None  # the bar in force for this decision (lowered only when adaptive)
 
 
 def issue_weight(issue: Issue, config: SelectorConfig) -> float:
@@ -290,19 +295,28 @@ def should_stop(
 ) -> StopDecision:
     """Success first, then hard limits, then the plateau. ``history`` holds the step that produced the score."""
     thr = effective_threshold(config, budget.iteration)
+    lowered = False
+    if config.adaptive_threshold:
+        adaptive = adaptive_threshold(score_trace(history), config).threshold
+        lowered = adaptive < thr - TOL
+        thr = min(thr, adaptive)
     if evaluation_score >= thr - TOL:
-        return StopDecision(
-            stop=True, reason="threshold", detail=f"score {fmt_num(evaluation_score)} >= {fmt_num(thr)}"
-        )
+        if lowered:
+            detail = f"score {fmt_num(evaluation_score)} >= {fmt_num(thr)} (lowered from {fmt_num(config.threshold)})"
+            return StopDecision(stop=True, reason="adaptive_threshold", detail=detail, threshold=thr)
+        detail = f"score {fmt_num(evaluation_score)} >= {fmt_num(thr)}"
+        return StopDecision(stop=True, reason="threshold", detail=detail, threshold=thr)
     for what, (used, limit) in budget.usage(config).items():
         if limit is not None and used >= limit:
             detail = f"{fmt_num(used)} of {fmt_num(limit)} {what} used"
-            return StopDecision(stop=True, reason=_BUDGET_STOPS[what], detail=detail)
+            return StopDecision(stop=True, reason=_BUDGET_STOPS[what], detail=detail, threshold=thr)
     conv = convergence(history, config)
     if conv.plateau:
         detail = f"no gain > {fmt_num(config.plateau_epsilon)} in the last {config.plateau_window} scores"
-        return StopDecision(stop=True, reason="plateau", detail=f"{detail}; best {fmt_num(conv.best or 0.0)}")
-    return StopDecision(stop=False, reason="continue", detail=f"score {fmt_num(evaluation_score)} < {fmt_num(thr)}")
+        detail = f"{detail}; best {fmt_num(conv.best or 0.0)}"
+        return StopDecision(stop=True, reason="plateau", detail=detail, threshold=thr)
+    detail = f"score {fmt_num(evaluation_score)} < {fmt_num(thr)}"
+    return StopDecision(stop=False, reason="continue", detail=detail, threshold=thr)
 
 
 def fallback_call(recommendation: Recommendation, prompt: str | None = None) -> ToolCall:
