@@ -37,7 +37,7 @@ def gallery(store: SessionStore) -> tuple[list[GalleryItem], list[int]]:
             marks.append("current")
         if rec.rolled_back:
             marks.append("rolled back")
-        caption = f"step {rec.step} · {rec.tool} · {_score(rec.score)}" + (f" · {' · '.join(marks)}" if marks else "")
+        caption = f"step {rec.step} · {_score(rec.score)}" + (f" · {' · '.join(marks)}" if marks else "")
         items.append((str(store.dir / art.path), caption))
         numbers.append(int(rec.step or 0))
     return items, numbers
