@@ -137,12 +137,6 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         playwright.expect(details).to_contain_text("Your request: make the car darker")
         assert captions(page)[3].startswith("step 5 · 0.86")
 
-        # a path is not feedback: refused with one line, nothing runs
-        page.get_by_label("Feedback").fill("../../etc/passwd")
-        page.get_by_role("button", name="Send", exact=True).click()
-        playwright.expect(page.get_by_text("looks like a file path").first).to_be_visible()
-        assert len(captions(page)) == 4
-
         # revert to step 1: the head moves there, later steps stay in the timeline
         page.locator("#steps button.thumbnail-item").nth(0).click()
         playwright.expect(details).to_contain_text("Step 1: generate")
@@ -153,6 +147,12 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         playwright.expect(page.locator("#issues .legend")).to_contain_text("1. car")
         shot = tmp_path / "ui.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # a path is not feedback: refused with one line, nothing runs
+        page.get_by_label("Feedback").fill("../../etc/passwd")
+        page.get_by_role("button", name="Send", exact=True).click()
+        playwright.expect(page.get_by_text("looks like a file path").first).to_be_visible()
+        assert len(captions(page)) == 4
 
         # the sessions browser lists both sessions and opens the past one
         sessions = page.locator("#sessions .caption-label")

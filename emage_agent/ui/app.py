@@ -22,7 +22,11 @@ from emage_agent.ui import views
 from emage_agent.ui.guards import check_step, check_upload
 from emage_agent.ui.runs import UI_DIR, Run, Studio
 
-CSS = "#status {min-height: 1.5em} .emage-title {margin-bottom: 0}"
+CSS = (  # fixed thumbnail sizes: a gallery with one or two items would otherwise stretch them across the page
+    "#status {min-height: 1.5em} .emage-title {margin-bottom: 0}"
+    " #steps .grid-container {grid-template-columns: repeat(4, minmax(100px, 1fr)) !important}"
+    " #sessions .grid-container {grid-template-columns: repeat(6, minmax(100px, 1fr)) !important}"
+)
 INTRO = (
     "Write a prompt and press **Run**: EMage makes the image, has it judged, and repairs it step by step. "
     "Pick a step in **Steps** to see its issues and the decision; tell it what to change in **Feedback**."
