@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +166,44 @@ def test_nothing_outside_the_sessions_folder_is_served(served: tuple[str, Studio
             assert response.status_code in (403, 404), (path, response.status_code)
             assert "top secret" not in response.text and "root:" not in response.text
     assert os.environ["GRADIO_TEMP_DIR"].startswith(str(studio.root))  # what the page shows is copied in here
+
+
+def test_without_gradio_the_command_says_what_to_install(tmp_path: Path) -> None:
+    code = "import sys; sys.modules['gradio'] = None; from emage_agent.cli import main; sys.exit(main(['ui']))"
+    env = {k: v for k, v in os.environ.items() if k != "EMAGE_UI_AUTH"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, text=True, capture_output=True)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "emage-agent: error: ui: the web UI needs Gradio; install it with: pip install -e '.[ui]'"
+    )
+
+
+def test_the_command_serves_the_page_on_loopback(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMAGE_")}
+    env |= {"GEMINI_API_KEY": "fake-key-for-the-page", "EMAGE_DEVICE": "cpu", "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = tmp_path / "sessions"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emage_agent.cli", "ui", "--out", str(out), "--port", str(port)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        page = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert page is not None and page.status_code == 200, proc.poll()
+        assert '"Prompt"' in page.text and '"Steps"' in page.text and '"Sessions"' in page.text
+        assert (out / ".ui" / "cache").is_dir()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"EMage UI on http://127.0.0.1:{port}" in err and "fake-key-for-the-page" not in err

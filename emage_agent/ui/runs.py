@@ -87,9 +87,10 @@ class Studio:
     @property
     def gpu(self) -> GpuQueue:
         """Built on first use, so the page comes up before the models load."""
-        if self._gpu is None:
-            self._gpu = GpuQueue(self.agent.executor)
-        return self._gpu
+        with self._lock:  # two first runs at once must not make two queues
+            if self._gpu is None:
+                self._gpu = GpuQueue(self.agent.executor)
+            return self._gpu
 
     # ---- runs -------------------------------------------------------------------------
     def _agent_for(self, run: Run) -> Agent:
