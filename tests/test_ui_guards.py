@@ -207,3 +207,9 @@ def test_the_command_serves_the_page_on_loopback(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"EMage UI on http://127.0.0.1:{port}" in err and "fake-key-for-the-page" not in err
+
+
+def test_the_cli_and_the_ui_runs_load_no_gradio(tmp_path: Path) -> None:
+    code = "import sys, emage_agent.cli, emage_agent.ui; print('gradio' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
