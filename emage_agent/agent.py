@@ -17,7 +17,8 @@ from PIL import Image
 from emage_agent import strategy
 from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
-from emage_agent.evaluation import Evaluation, Issue
+from emage_agent.evaluation import Evaluation
+from emage_agent.feedback import as_request, with_request
 from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.ports import RunsTools, png_bytes
@@ -25,8 +26,6 @@ from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepReco
 from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
-REQUEST_MARGIN = 0.05  # how far below the threshold a satisfied judge's score is taken when a person asks for a change
-EDIT_PROMPT_TOOLS = frozenset({"canny_edit", "depth_edit", "inpaint"})
 
 
 class SessionLoop:
@@ -182,33 +181,6 @@ class SessionLoop:
         """
         return self.view.recent_feedback()
 
-    def _as_request(self, evaluation: Evaluation, requests: list[str]) -> Evaluation:
-        """The evaluation the selector weighs while requests are open: below the threshold, each request an issue.
-
-        A judge that kept a remark as an issue decides its category; one it dropped becomes a style issue
-        (an edit that keeps the composition), its words carried into the edit's prompt by ``_with_request``.
-        """
-        said = {" ".join(i.description.casefold().split()) for i in evaluation.issues}
-        added = [
-            Issue(category="style", severity=1.0, description=r)
-            for r in requests
-            if " ".join(r.casefold().split()) not in said
-        ]
-        score = min(evaluation.satisfaction_score, max(0.0, self.options.threshold - REQUEST_MARGIN))
-        return evaluation.model_copy(update={"satisfaction_score": score, "issues": added + list(evaluation.issues)})
-
-    @staticmethod
-    def _with_request(call: ToolCall, requests: list[str], prompt: str) -> ToolCall:
-        """An edit run for a request says what was asked, unless its prompt already does."""
-        if call.name not in EDIT_PROMPT_TOOLS or not requests:
-            return call
-        current = str(call.args.get("prompt") or prompt)
-        missing = [r for r in requests if r.casefold() not in current.casefold()]
-        if not missing:
-            return call
-        edited = f"{current.rstrip(' .')}. {'. '.join(m.rstrip(' .') for m in missing)}"
-        return call.model_copy(update={"args": {**call.args, "prompt": edited[:2000]}})
-
     def iterate(self, evaluation: Evaluation, requests: list[str] | None = None) -> bool:
         """One decide-execute-evaluate round; False when the selector says there is nothing to do.
 
@@ -218,7 +190,7 @@ class SessionLoop:
         history = self.view.history()
         prompt = self.store.info.current_prompt
         requests = requests or []
-        weighed = self._as_request(evaluation, requests) if requests else evaluation
+        weighed = as_request(evaluation, requests, self.options.threshold) if requests else evaluation
         rec = strategy.recommend(weighed, history, config, self.view.iterations_done(), prompt)
         if rec.strategy == "stop" or not rec.ranked:
             return False
@@ -232,7 +204,7 @@ class SessionLoop:
         )
         calls, vetoes = self.decide(rec, weighed, history)
         if requests:
-            calls = [(self._with_request(call, requests, prompt), clamps) for call, clamps in calls]
+            calls = [(with_request(call, requests, prompt), clamps) for call, clamps in calls]
         decision = {
             "strategy": rec.strategy,
             "reason": rec.reason,

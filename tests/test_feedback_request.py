@@ -103,3 +103,24 @@ async def test_mcp_refine_with_feedback_makes_a_new_image(tmp_path: Path) -> Non
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_the_request_rules_are_pure_data() -> None:
+    from emage_agent.evaluation import Evaluation, Issue
+    from emage_agent.feedback import as_request, with_request
+    from emage_agent.planning import ToolCall
+
+    judged = Issue(category="object", severity=1.0, description="Add  a MOON", box=[0, 0, 100, 100])
+    evaluation = Evaluation(satisfaction_score=0.95, issues=[judged])
+    weighed = as_request(evaluation, ["add a moon", "make it night"], threshold=0.8)
+    assert weighed.satisfaction_score == pytest.approx(0.75) and evaluation.satisfaction_score == 0.95
+    assert [(i.category, i.description) for i in weighed.issues] == [
+        ("style", "make it night"),  # dropped by the judge: added as an edit that keeps the composition
+        ("object", "Add  a MOON"),  # kept by the judge: its category and box decide
+    ]
+    assert as_request(Evaluation(satisfaction_score=0.4), ["x"], 0.8).satisfaction_score == 0.4
+    edit = ToolCall(name="canny_edit", args={"prompt": "a lake. "})
+    assert with_request(edit, ["make it night."], "ignored").args["prompt"] == "a lake. make it night"
+    assert with_request(edit, ["A LAKE"], "ignored") == edit  # already says it
+    mask = ToolCall(name="make_mask", args={"target": "lake"})
+    assert with_request(mask, ["make it night"], "a lake") == mask

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -273,7 +272,6 @@ def serve(
         quiet=True,
         share=False,
         allowed_paths=[],
-        blocked_paths=[str(Path.home())] if not Path.home().resolve().is_relative_to(studio.root) else None,
         footer_links=[],
         ssr_mode=False,
         max_file_size="20mb",
