@@ -144,3 +144,21 @@ def test_two_users_on_the_tiny_flux_executor(executor: Any, tmp_path: Path) -> N
     for run in runs:
         with studio.open_store(run.session_id) as store:
             assert store.info.status == "done" and store.best() is not None
+
+
+def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from emage_agent.ui.guards import check_upload
+
+    path = tmp_path / "mine.png"
+    Image.new("RGB", (96, 64), (12, 34, 56)).save(path)
+    studio, executor = studio_for(tmp_path / "sessions", [0.5, 0.9])
+    run = studio.start("a red fox", {**OPTIONS, "iterations": 2}, check_upload(path, "start image"))
+    finish(run)
+    with studio.open_store(run.session_id) as store:
+        first = store.steps()[0]
+        assert first.note == "the image uploaded to start from" and first.score == 0.5
+        assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
+        assert store.info.options["width"] == 96 and store.info.options["height"] == 64
+    assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
