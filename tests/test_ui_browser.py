@@ -9,6 +9,7 @@ and issue boxes, send feedback, revert to step 1, open a past session, and take 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -119,6 +120,10 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         final = captions(page)
         assert final == ["step 1 · 0.50", "step 2 · 0.70", "step 3 · 0.90 · ★ best · current"]
         assert "threshold" in page.locator("#status").inner_text()
+        downloads = page.locator("#downloads")
+        playwright.expect(downloads).to_contain_text(re.compile(r"report\s*\.html"))
+        playwright.expect(downloads).to_contain_text(re.compile(r"\d{8}T\d+-[0-9a-f]+\s*\.zip"))
+        playwright.expect(downloads).to_contain_text(re.compile(r"step-003\s*\.png"))  # the best image
 
         # a step's issues: as a list in the details and as a labelled box on its image
         page.locator("#steps button.thumbnail-item").nth(0).click()
@@ -127,6 +132,7 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         playwright.expect(details).to_contain_text("the car should be blue (car) [box]")
         playwright.expect(page.locator("#issues .legend")).to_contain_text("1. car")
         assert page.locator("#issues img").count() >= 2  # the image and the box drawn over it
+        playwright.expect(downloads).to_contain_text(re.compile(r"report\s*\.html"))  # picking keeps the downloads
 
         # feedback on an image the judge already likes still makes a new image, carrying the words
         page.get_by_label("Feedback").fill("make the car darker")

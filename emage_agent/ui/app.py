@@ -156,7 +156,7 @@ class Page:
     def pick_step(self, session_id: str | None, numbers: list[int], evt: gr.SelectData) -> tuple:
         index = evt.index if isinstance(evt.index, int) else 0
         step = numbers[index] if 0 <= index < len(numbers) else None
-        return self.render(session_id, step, files=False)
+        return (*self.render(session_id, step, files=False)[:-1], gr.skip())  # the downloads stay as they are
 
     def revert(self, session_id: str | None, selected: int | None) -> tuple:
         if not session_id:
@@ -215,7 +215,9 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
                     undo_btn = gr.Button("Undo")
                     revert_btn = gr.Button("Revert to this step")
                     resume_btn = gr.Button("Resume")
-                downloads = gr.File(label="Downloads: best image, session (zip), report", file_count="multiple")
+                downloads = gr.File(
+                    label="Downloads: best image, session (zip), report", file_count="multiple", elem_id="downloads"
+                )
             with gr.Column(scale=3, min_width=420):
                 steps_gallery = gr.Gallery(
                     label="Steps", columns=4, height=260, allow_preview=False, object_fit="contain", elem_id="steps"
