@@ -18,6 +18,7 @@ from emage_agent import strategy
 from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation
+from emage_agent.feedback import as_request, with_request
 from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.ports import RunsTools, png_bytes
@@ -52,6 +53,7 @@ class SessionLoop:
         self._usage = usage
         self._emit_fn = emit
         self.options = RunOptions(**store.info.options)
+        self.halt: Callable[[], bool] = lambda: False  # asked between steps; True ends the run, resumable
 
     # ---- small helpers -------------------------------------------------------------
     def _emit(self, kind: str, message: str, **data: Any) -> None:
@@ -101,7 +103,8 @@ class SessionLoop:
             "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
         )
         before = self.view.score_on_line(rec.parent)
-        if not pending and rec.tool in IMAGE_TOOLS and before is not None and score < before:
+        requested = bool((rec.decision or {}).get("request"))  # the person asked for it; they may undo it
+        if not pending and not requested and rec.tool in IMAGE_TOOLS and before is not None and score < before:
             self.store.mark_rolled_back(rec.step)
             self.store.revert(rec.parent)
             self._emit(
@@ -136,11 +139,22 @@ class SessionLoop:
                     evaluation.satisfaction_score, self.view.history(), self._config(), self.budget()
                 )
                 self._note_threshold(stop)
+                if self.halt():
+                    self.store.set_status("interrupted", stopped_because="stopped")
+                    self._emit("stopped", "stopped on request after the last finished step", reason="stopped")
+                    break
+                requests = self.open_requests()
+                # A request overrides a satisfied judge or a plateau, never a budget.
+                if requests and stop.reason in ("threshold", "adaptive_threshold", "plateau"):
+                    stop = strategy.should_stop(0.0, self.view.history(), self._config(), self.budget())
+                    stop = (
+                        stop if stop.reason not in ("plateau", "continue") else stop.model_copy(update={"stop": False})
+                    )
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
                     self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
                     break
-                if not self.iterate(evaluation):
+                if not self.iterate(evaluation, requests):
                     self.store.set_status("done", stopped_because="threshold")
                     break
         except ExecutionFailure as exc:
@@ -185,21 +199,38 @@ class SessionLoop:
             }
         )
 
-    def iterate(self, evaluation: Evaluation) -> bool:
-        """One decide-execute-evaluate round; False when the selector says there is nothing to do."""
+    def open_requests(self) -> list[str]:
+        """The person's words about the current image that no repair has answered yet.
+
+        Feedback is a request, not a hint: while one is open the loop does not stop at the threshold
+        (or a plateau), so a satisfied judge cannot end the turn without a new image.
+        """
+        return self.view.recent_feedback()
+
+    def iterate(self, evaluation: Evaluation, requests: list[str] | None = None) -> bool:
+        """One decide-execute-evaluate round; False when the selector says there is nothing to do.
+
+        ``requests`` (open feedback) make the round a repair even when the judge is satisfied.
+        """
         config = self._config()
         history = self.view.history()
         prompt = self.store.info.current_prompt
-        rec = strategy.recommend(evaluation, history, config, self.view.iterations_done(), prompt)
+        requests = requests or []
+        weighed = as_request(evaluation, requests, self.options.threshold) if requests else evaluation
+        rec = strategy.recommend(weighed, history, config, self.view.iterations_done(), prompt)
         if rec.strategy == "stop" or not rec.ranked:
             return False
+        if requests:
+            self._emit("decision", f"repairing at your request: {'; '.join(requests)}", requests=requests)
         self._emit(
             "decision",
             f"{rec.strategy}: {rec.reason}",
             strategy=rec.strategy,
             ranked=[c.model_dump() for c in rec.ranked],
         )
-        calls, vetoes = self.decide(rec, evaluation, history)
+        calls, vetoes = self.decide(rec, weighed, history)
+        if requests:
+            calls = [(with_request(call, requests, prompt), clamps) for call, clamps in calls]
         decision = {
             "strategy": rec.strategy,
             "reason": rec.reason,
@@ -207,6 +238,8 @@ class SessionLoop:
             "image_side": rec.image_side,
             "ranked": [c.model_dump() for c in rec.ranked],
         }
+        if requests:
+            decision["request"] = list(requests)
         reports: list[ToolReport] = []
         produced_image = False
         for call, clamps in calls:

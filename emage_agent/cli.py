@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui"}
 err = Console(stderr=True, highlight=False)
 OPTION_NAMES = {
     "max_vlm_calls": "--max-vlm-calls",
@@ -197,6 +197,35 @@ def mcp_command(
     from emage_agent.mcp.server import main as serve
 
     serve(http=http, host=host, port=port)
+
+
+@app.command("ui", help="Serve the web UI: run, watch and steer sessions in a browser (the ui extra).")
+def ui_command(
+    out: Annotated[Path, typer.Option(help="Folder of sessions the UI starts and lists.")] = Path("emage-sessions"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --auth.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    auth: Annotated[
+        str | None, typer.Option(help="USER:PASS required to sign in (or set EMAGE_UI_AUTH).", show_default=False)
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+) -> None:
+    import importlib.util
+    import os
+
+    from emage_agent.ui import resolve_auth
+
+    credentials = resolve_auth(host, auth, os.environ.get("EMAGE_UI_AUTH"))
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError("the web UI needs Gradio; install it with: pip install -e '.[ui]'", field="ui")
+    from emage_agent.ui import Studio
+    from emage_agent.ui.app import serve
+
+    settings = _settings(device)
+    agent, _view = _agent(settings, quiet=True)
+    agent.check_ready()
+    studio = Studio(agent, out)
+    err.print(f"EMage UI on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
+    serve(studio, host=host, port=port, auth=credentials)
 
 
 def main(argv: list[str] | None = None) -> int:
