@@ -35,6 +35,7 @@ SUMMARY_KEYS = {
     "iterations",
     "stopped_because",
     "history",
+    "vlm",
 }
 HISTORY_KEYS = {"step", "tool", "args", "satisfaction_score", "image", "vetoes", "rolled_back"}
 

@@ -74,8 +74,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         planner={
             "type": "string",
-            "enum": ["gemini", "selector"],
-            "description": "New sessions: gemini (function calling) or selector (rules only).",
+            "enum": ["gemini", "vlm", "selector"],
+            "description": "New sessions: vlm or gemini (the VLM plans by function calling) or selector (rules only).",
         },
         **{k: copy.deepcopy(_GEN[k]) for k in _GEN_OPTIONS},
     ),

@@ -44,6 +44,9 @@ def read_calls(calls: list[Pending], allowed: list[str], max_calls: int, text: s
     known = load_contracts()
     dropped: list[str] = []
     for pending in calls:
+        if pending.error:  # the backend could not even read the call (arguments that are not JSON)
+            result.errors.append(PlanError(kind="invalid_arguments", message=pending.error, tool=pending.name))
+            continue
         if pending.name not in known:
             pending.error = f"unknown tool {pending.name!r}; the tools are {', '.join(sorted(known))}"
             result.errors.append(PlanError(kind="unknown_tool", message=pending.error, tool=pending.name))
