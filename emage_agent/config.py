@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     openai_retry_initial_s: float = Field(default=1.0, ge=0)
 
     local_vlm_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
-    local_vlm_max_new_tokens: int = Field(default=768, ge=16, le=8192)
+    local_vlm_max_new_tokens: int = Field(default=1024, ge=16, le=8192)
+    local_vlm_max_chars: int = Field(default=600, ge=4, le=2000)  # longest free-text field of a local answer
 
     base_model: str = "black-forest-labs/FLUX.1-dev"
     canny_model: str = "black-forest-labs/FLUX.1-Canny-dev"

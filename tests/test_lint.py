@@ -37,3 +37,8 @@ def test_only_the_gemini_package_imports_google_genai() -> None:
 def test_only_the_executor_imports_torch_diffusers_transformers() -> None:
     found = importers(r"^\s*(import|from) (torch|diffusers|transformers)\b")
     assert found and all(name.startswith("executor/") for name in found), found
+
+
+def test_only_the_openai_compatible_backend_imports_openai() -> None:
+    found = importers(r"^\s*(import openai|from openai\b)")
+    assert found and all(name.startswith("vlm/openai_compat/") for name in found), found
