@@ -2,7 +2,8 @@
 
 The tokenizer is a byte-level BPE (every text encodes) trained in milliseconds on the project's own
 prompts, so the long judge and planner prompts are a few thousand tokens rather than one per byte, plus
-the Qwen chat and vision special tokens; the image processor is the Pillow one (no torchvision). The model has two text layers of width 32 and one vision block: about 0.1 M parameters.
+the Qwen chat and vision special tokens; the image processor is the Pillow one (no torchvision).
+The model has two text layers of width 32 and one vision block: about 0.15 M parameters.
 """
 
 from __future__ import annotations

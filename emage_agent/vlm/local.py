@@ -4,8 +4,9 @@ The model itself runs in ``emage_agent.executor.vlm_runner`` (the only place tha
 transformers); this module decides what to ask and how to read it: the shared prompts, and schemas
 tightened for a decoder that follows them token by token. Every free-text field has a ``maxLength`` and
 every list a ``maxItems``; scores travel as whole percentages (integers, so the number grammar ends),
-and float knobs of the tools (strength, guidance, threshold) are left to their defaults and the
-selector's suggestions. Thus every answer is finite, parses and validates.
+float knobs of the tools (strength, guidance, threshold) are left to their defaults and the selector's
+suggestions, and steps, seed and size to the session's options (a small model should not pick the
+cost). Thus every answer is finite, parses and validates.
 
 The planner is stateless between turns apart from the last tool results: each turn carries the whole
 decision request (history included), which suits small models better than a long chat.
@@ -91,11 +92,17 @@ def rewrite_schema(max_chars: int) -> dict[str, Any]:
     }
 
 
+SESSION_KNOBS = frozenset({"steps", "seed", "width", "height"})  # cost and reproducibility: the user's options
+
+
 def decodable_arguments(parameters: dict[str, Any], max_chars: int) -> dict[str, Any]:
-    """A tool's parameter schema for the decoder: strings capped, floats left out (defaults apply)."""
+    """A tool's parameter schema for the decoder: strings capped; floats and the session's knobs (steps,
+    seed, size) left out, so the session options and the tools' defaults apply."""
     props: dict[str, Any] = {}
     for name, prop in parameters.get("properties", {}).items():
         kind = prop.get("type")
+        if name in SESSION_KNOBS:
+            continue
         if kind == "string":
             cap = min(int(prop.get("maxLength", max_chars)), max_chars)
             props[name] = _text(cap, min(int(prop.get("minLength", 0)), cap))
