@@ -23,6 +23,11 @@ NOTHING_SET = (
 )
 
 
+def _set(secret: Any) -> bool:
+    """A key counts when it is there and not blank (an empty line in .env is not a key)."""
+    return secret is not None and bool(secret.get_secret_value().strip())
+
+
 def _gpu_available(settings: Settings) -> bool:
     if settings.device == "cpu":
         return False
@@ -36,9 +41,9 @@ def choose(settings: Settings, role: Role = "evaluator") -> Backend:
     wanted = settings.vlm if role == "evaluator" else (settings.planner_vlm or settings.vlm)
     if wanted != "auto":
         return wanted
-    if settings.gemini_api_key is not None:
+    if _set(settings.gemini_api_key):
         return "gemini"
-    if settings.openai_base_url or settings.openai_api_key is not None:
+    if (settings.openai_base_url or "").strip() or _set(settings.openai_api_key):
         return "openai"
     if _gpu_available(settings):
         return "local"
