@@ -229,3 +229,10 @@ def test_planner_keeps_only_the_newest_images(openai_settings: Settings, fake_op
         planner.report([ToolReport(call=ToolCall(**result.calls[0].model_dump()), ok=True, summary="done")])
     request = fake_openai.requests[-1]
     assert len(request.images()) == 3 and request.text().count("[an earlier image, omitted]") == 2
+
+
+def test_probe_lists_the_served_models(openai_settings: Settings, fake_openai: Any) -> None:
+    assert client(openai_settings).probe().startswith("fake-vlm at http://127.0.0.1:")
+    other = openai_settings.model_copy(update={"openai_model": "not-served"})
+    with pytest.raises(UserError, match="does not serve 'not-served'; it serves fake-vlm"):
+        client(other).probe()

@@ -25,7 +25,8 @@ NOTHING_SET = (
 
 def _set(secret: Any) -> bool:
     """A key counts when it is there and not blank (an empty line in .env is not a key)."""
-    return secret is not None and bool(secret.get_secret_value().strip())
+    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+    return bool(str(value or "").strip())
 
 
 def _gpu_available(settings: Settings) -> bool:

@@ -35,6 +35,7 @@ log = logging.getLogger("emage_agent.vlm.local")
 
 BACKEND = "local"
 MAX_ISSUES = 5
+LOCAL_MAX_CALLS = 1  # one repair per turn: a small model decides one thing better than it chains several
 PERCENT_NOTE = (
     "\n\nIn this answer write severity and satisfaction as whole percentages: severity 0-100 and "
     "satisfaction_percent 0-100 instead of satisfaction_score."
@@ -244,7 +245,7 @@ class Planner:
             turn = "Results of your previous calls:\n" + "\n".join(self._results) + "\n\n" + turn
         turn += '\n\nAnswer with JSON: {"calls": [{"tool": "<name>", "arguments": {...}}]}.'
         images = [ctx.image_png] if ctx.image_png else []
-        schema = plan_schema(allowed, max(1, ctx.max_calls), self.client.max_chars)
+        schema = plan_schema(allowed, LOCAL_MAX_CALLS, self.client.max_chars)
         data = self.client.answer("plan", turn, schema, images, system=self._system)
         calls = [
             Pending(str(c.get("tool", "")), f"local-{n}", dict(c.get("arguments") or {}))
