@@ -58,6 +58,7 @@ def test_constrained_answers_follow_the_schema_where_free_decoding_does_not(loca
     client = LocalClient(local_settings)
     schema = evaluation_schema(12)
     runner = client.runner
+    assert not runner.loaded and runner.nbytes() == 0 and runner.planned_bytes() > 4 * 100_000
     constrained = runner.generate(None, "Judge the image.", [make_png()], schema, 400)  # loads the model
     assert constrained.finished
     Draft202012Validator(schema).validate(json.loads(constrained.text, strict=False))
@@ -128,3 +129,19 @@ def test_whole_session_on_cpu_with_the_local_judge(
     assert summary["vlm"]["evaluate"] == used and summary["vlm"]["plan"] == used
     assert all(c["extra"]["backend"] == "local" and c["ok"] for c in session.store.calls())
     assert agent.vlm().client.runner.nbytes() > 0  # what the memory plan counts for the judge
+
+
+@pytest.mark.gpu
+def test_constrained_answers_on_cuda(local_settings: Settings) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    client = LocalClient(local_settings.model_copy(update={"device": "cuda", "dtype": "bfloat16"}))
+    evaluation = Evaluator(client).evaluate(make_png(), "a red fox")
+    assert 0.0 <= evaluation.satisfaction_score <= 1.0 and client.runner.device == "cuda"
+    result = Planner(client).plan(context(make_png()))
+    assert result.calls and not result.errors
+    assert client.runner.nbytes() == sum(p.numel() * 2 for p in client.runner._model.parameters()) + sum(
+        b.numel() * b.element_size() for b in client.runner._model.buffers()
+    )

@@ -65,6 +65,12 @@ class VLMRunner:
         """Parameters of the loaded model (0 before the first call)."""
         return sum(p.numel() for p in self._model.parameters()) if self._model is not None else 0
 
+    def planned_bytes(self) -> int:
+        """Bytes of the weight files on disk, known before loading (0 when not downloaded yet)."""
+        from emage_agent.executor.loading import weight_bytes
+
+        return weight_bytes(self.model_ref)
+
     def nbytes(self) -> int:
         """Bytes of the loaded model's parameters and buffers, as placed (0 before the first call)."""
         return module_bytes(self._model) if self._model is not None else 0
