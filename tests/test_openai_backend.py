@@ -17,6 +17,7 @@ from tests import fake_openai as fo
 from tests.fake_openai import FAKE_OPENAI_KEY
 from tests.fixtures_gemini import make_png
 
+CANNY_CALL = ("canny_edit", {"prompt": "a red fox on a blue car"})
 STYLE = {"category": "style", "severity": 0.8, "description": "the car should be blue", "target": "car"}
 
 
@@ -236,3 +237,17 @@ def test_probe_lists_the_served_models(openai_settings: Settings, fake_openai: A
     other = openai_settings.model_copy(update={"openai_model": "not-served"})
     with pytest.raises(UserError, match="does not serve 'not-served'; it serves fake-vlm"):
         client(other).probe()
+
+
+def test_an_empty_planner_answer_keeps_what_is_owed(openai_settings: Settings, fake_openai: Any) -> None:
+    planner = Planner(client(openai_settings))
+    fake_openai.queue(fo.tool_call_reply(CANNY_CALL))
+    first = planner.plan(context(make_png((5, 5, 5))))
+    planner.report([ToolReport(call=first.calls[0], ok=True, summary="edited")])
+    fake_openai.queue(fo.message_reply({"content": None}), fo.tool_call_reply(CANNY_CALL))
+    empty = planner.plan(context(make_png((6, 6, 6))))
+    assert empty.errors[0].kind == "unreadable" and not empty.calls
+    planner.plan(context(make_png((6, 6, 6))))
+    messages = fake_openai.requests[-1].messages
+    assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == ["call_canny_edit_0"]
+    assert len(fake_openai.requests[-1].images()) == 2  # the first image and the current one, not twice

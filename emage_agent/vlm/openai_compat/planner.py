@@ -76,7 +76,8 @@ class Planner:
         reason = f"not executed: {feedback}" if feedback else "not executed: superseded by a new request"
         owed_tools, owed_text = self._answers([(p, {"ok": False, "result": p.error or reason}) for p in self._pending])
         tool_messages = self._tool_messages + owed_tools
-        parts = self._outbox + owed_text
+        carry = self._outbox + owed_text  # nothing changes until the model has answered
+        parts = list(carry)
         image_note = "no image is available"
         current = _digest(ctx.image_png) if ctx.image_png else None
         if current and current in self._outbox_images:
@@ -93,7 +94,7 @@ class Planner:
         raw_calls = list(getattr(message, "tool_calls", None) or [])
         text = answer_text(response)
         if not raw_calls and not text:
-            self._tool_messages, self._outbox, self._pending = tool_messages, parts[:-1], []
+            self._tool_messages, self._outbox, self._pending = tool_messages, carry, []
             finish = getattr(response.choices[0], "finish_reason", None)
             why = f"the model returned no content (finish_reason={finish})"
             return PlanResult(errors=[PlanError(kind="unreadable", message=why)])
