@@ -87,11 +87,11 @@ def run_doctor(settings: Settings, console: Console) -> int:
         problems.append("GPU")
 
     token = settings.hf_token is not None
-    for role in ("evaluator", "planner"):
+    for role in ("evaluator", "planner") if settings.planner_vlm else ("evaluator",):
         status, detail = _vlm_status(settings, role, token)  # type: ignore[arg-type]
-        table.add_row(f"VLM ({role})", status, detail)
+        table.add_row(f"VLM ({role})" if settings.planner_vlm else "VLM", status, detail)
         if status not in ("ok", "set"):
-            problems.append(f"VLM ({role})")
+            problems.append(f"VLM ({role})" if settings.planner_vlm else "VLM")
     table.add_row(
         "HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models"
     )

@@ -104,7 +104,12 @@ def open_vlm(settings: Settings, backend: Backend) -> VLM:
             lambda: openai_compat.Planner(client),
         )
     if backend == "local":
+        import importlib.util
+
         from emage_agent.vlm import local
+
+        if importlib.util.find_spec("xgrammar") is None:
+            raise UserError("the local VLM needs xgrammar: pip install 'emage-agent[local]'", field="EMAGE_VLM")
 
         client = local.LocalClient(settings)
         return VLM(
