@@ -129,6 +129,7 @@ def test_the_key_never_leaks(openai_settings: Settings, fake_openai: Any) -> Non
         (fo.text_reply("I cannot judge this."), None),
         (fo.message_reply({"content": None}), None),
         (fo.Reply(200, {"id": "x", "object": "chat.completion", "choices": []}), None),
+        (fo.Reply(200, "<html>gateway says hello</html>"), None),
     ],
 )
 def test_malformed_answers_are_read_or_refused(
