@@ -77,7 +77,7 @@ def test_whole_session_evaluates_plans_and_rewrites(settings: Any, executor: Any
             assert FAKE_OPENAI_KEY.encode() not in path.read_bytes(), path
 
 
-def test_local_judge_style_split_openai_judges_and_gemini_plans(
+def test_openai_judges_and_gemini_plans(
     settings: Any, gemini_settings: Any, executor: Any, fake_openai: Any, fake_gemini: Any
 ) -> None:
     gemini = {k: v for k, v in gemini_settings.model_dump().items() if k.startswith("gemini_")}
