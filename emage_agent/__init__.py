@@ -1,6 +1,6 @@
-"""EMage: generate with FLUX.1, judge with Gemini, repair with the right FLUX tool.
+"""EMage: generate with FLUX.1, judge with a VLM (Gemini by default), repair with the right FLUX tool.
 
-Heavy dependencies (torch, diffusers, google-genai) load only when a class that needs
+Heavy dependencies (torch, diffusers, google-genai, openai) load only when a class that needs
 them is first used, so importing the package and ``emage-agent --help`` stay fast.
 """
 

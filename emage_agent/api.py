@@ -1,7 +1,8 @@
 """The Python API: ``Agent`` and ``Session`` for embedding, ``FluxVLMPipeline`` for the seed's usage.
 
 The agent builds its collaborators lazily and once: one executor per agent (so the FLUX
-models load once per process), one Gemini client, and one planner chat per session.
+models load once per process), one client per VLM backend in use (``EMAGE_VLM`` for the judge,
+``EMAGE_PLANNER_VLM`` for the planner and rewriter), and one planner chat per session.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from emage_agent.options import AgentEvent, parse_options
 from emage_agent.planning import ToolCall
 from emage_agent.ports import png_bytes
 from emage_agent.session import SessionStore
+from emage_agent.vlm import VLM, Role, choose, open_vlm
 
 
 class Agent:
@@ -45,7 +47,8 @@ class Agent:
         self._evaluator = evaluator
         self._rewriter = rewriter
         self._planner_factory = planner_factory
-        self._client: Any = None
+        self._vlms: dict[str, VLM] = {}
+        self._calls: list[Any] = []  # every backend's call records, in the order they were made
         self._seen_calls = 0
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
         self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
@@ -60,47 +63,45 @@ class Agent:
             self._executor = Executor(self.settings)
         return self._executor
 
+    def vlm(self, role: Role = "evaluator") -> VLM:
+        """The backend for ``role`` (built once; backends shared by both roles are built once)."""
+        name = choose(self.settings, role)
+        if name not in self._vlms:
+            backend = open_vlm(self.settings, name)
+            backend.share_calls(self._calls)
+            self._vlms[name] = backend
+        return self._vlms[name]
+
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from emage_agent.vlm.gemini import GeminiClient
-
-            self._client = GeminiClient(self.settings)
-        return self._client
+        """The judge's client (kept for callers that inspect calls or close it)."""
+        return self.vlm("evaluator").client
 
     @property
     def evaluator(self) -> Any:
         if self._evaluator is None:
-            from emage_agent.vlm.gemini import Evaluator
-
-            self._evaluator = Evaluator(self.client)
+            self._evaluator = self.vlm("evaluator").evaluator
         return self._evaluator
 
     @property
     def rewriter(self) -> Any:
         if self._rewriter is None:
-            from emage_agent.vlm.gemini import Rewriter
-
-            self._rewriter = Rewriter(self.client)
+            self._rewriter = self.vlm("planner").rewriter
         return self._rewriter
 
     def _new_planner(self) -> Any:
         if self._planner_factory is not None:
             return self._planner_factory()
-        from emage_agent.vlm.gemini import Planner
-
-        return Planner(self.client)
+        return self.vlm("planner").new_planner()
 
     def _new_calls(self) -> list[dict[str, Any]]:
-        """Gemini call records made since the last look (token use and latency, no secrets)."""
-        if self._client is None:
-            return []
-        calls = self.client.calls[self._seen_calls :]
+        """VLM call records made since the last look (backend, model, token use and latency; no secrets)."""
+        calls = self._calls[self._seen_calls :]
         self._seen_calls += len(calls)
         return [c.model_dump(mode="json") for c in calls]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "gemini") == "gemini" else None
+        planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
         return SessionLoop(
             store,
             tools=self.executor,
@@ -117,12 +118,11 @@ class Agent:
             self.on_event(event)
 
     def check_ready(self) -> None:
-        """Refuse to start what cannot finish: no key, or no GPU without an explicit CPU choice."""
-        if self._evaluator is None and self.settings.gemini_api_key is None:
-            raise UserError(
-                "no Gemini API key; set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in .env",
-                field="GEMINI_API_KEY",
-            )
+        """Refuse to start what cannot finish: no VLM configured, or no GPU without an explicit CPU choice."""
+        if self._evaluator is None:
+            self.vlm("evaluator")
+        if self.settings.planner_vlm and (self._rewriter is None or self._planner_factory is None):
+            self.vlm("planner")
         if self._executor is None:
             from emage_agent.executor import resolve_device
 

@@ -19,7 +19,8 @@ from emage_agent.errors import EmageError, ExecutionFailure, UserError
 
 app = typer.Typer(
     name="emage-agent",
-    help="Make FLUX.1 images match their prompt: generate, judge with Gemini, repair, repeat.\n\n"
+    help="Make FLUX.1 images match their prompt: generate, judge with a VLM "
+    "(Gemini, an OpenAI-compatible server or a local model), repair, repeat.\n\n"
     'Run a session with: emage-agent "PROMPT" [OPTIONS]',
     add_completion=False,
     no_args_is_help=True,
@@ -78,8 +79,11 @@ def run_command(
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance (default: the model card's).")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for sessions.")] = Path("emage-sessions"),
-    planner: Annotated[str, typer.Option(help="gemini (function calling) or selector (rules only).")] = "gemini",
-    max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of Gemini calls.")] = None,
+    planner: Annotated[
+        str,
+        typer.Option(help="vlm or gemini (the VLM plans by function calling) or selector (rules)."),
+    ] = "gemini",
+    max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of VLM calls.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
     adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
     adaptive_floor: Annotated[float | None, typer.Option(help="Lowest adaptive threshold (default 0.6).")] = None,

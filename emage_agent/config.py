@@ -17,6 +17,7 @@ from emage_agent.errors import UserError
 Device = Literal["auto", "cuda", "cpu"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 Residency = Literal["auto", "resident", "swap", "offload"]
+VLMChoice = Literal["auto", "gemini", "openai", "local"]
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,24 @@ class Settings(BaseSettings):
     gemini_max_attempts: int = Field(default=5, ge=1, le=20)
     gemini_max_retry_s: float = Field(default=120.0, gt=0)
     gemini_retry_initial_s: float = Field(default=1.0, ge=0)
+
+    # Which VLM judges (EMAGE_VLM) and which plans and rewrites (EMAGE_PLANNER_VLM; unset: the same).
+    vlm: VLMChoice = "auto"
+    planner_vlm: VLMChoice | None = None
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "EMAGE_OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(default=120.0, gt=0)
+    openai_max_attempts: int = Field(default=5, ge=1, le=20)
+    openai_max_retry_s: float = Field(default=120.0, gt=0)
+    openai_retry_initial_s: float = Field(default=1.0, ge=0)
+
+    local_vlm_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    local_vlm_max_new_tokens: int = Field(default=1024, ge=16, le=8192)
+    local_vlm_max_chars: int = Field(default=600, ge=4, le=2000)  # longest free-text field of a local answer
 
     base_model: str = "black-forest-labs/FLUX.1-dev"
     canny_model: str = "black-forest-labs/FLUX.1-Canny-dev"

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emage_agent.config import Settings
+from emage_agent.vlm.choice import Role
 
 GATED_HINT = "accept the licence on its Hugging Face page and set HF_TOKEN"
 MODEL_FIELDS = ("base_model", "canny_model", "depth_model", "fill_model", "depth_estimator", "segmenter")
@@ -35,6 +36,35 @@ def _model_status(ref: str, has_token: bool) -> tuple[bool, str]:
     return True, "will download on first use"
 
 
+def _vlm_status(settings: Settings, role: Role, has_token: bool) -> tuple[str, str]:
+    """Which backend ``role`` will use and whether it can answer: a tiny request to an endpoint, the
+    model's presence for the local backend, the key for Gemini (checked on the first call)."""
+    from emage_agent.errors import EmageError
+    from emage_agent.vlm import choose, model_of
+
+    try:
+        backend = choose(settings, role)
+        if backend == "openai":
+            from emage_agent.vlm.openai_compat import OpenAIClient
+
+            client = OpenAIClient(settings)
+            try:
+                return "ok", f"openai: {client.probe()} (answered)"
+            finally:
+                client.close()
+        if backend == "gemini":
+            if settings.gemini_api_key is None:
+                return "missing", "gemini: set GEMINI_API_KEY or GOOGLE_API_KEY"
+            via = f" via {settings.gemini_base_url}" if settings.gemini_base_url else ""
+            return "set", f"gemini: {settings.gemini_model}{via} (key set; checked on the first call)"
+        ok, detail = _model_status(settings.local_vlm_model, has_token)
+        return ("ok" if ok else "missing"), f"local: {model_of(settings, backend)}: {detail}"
+    except ImportError:
+        return "missing", "openai: pip install 'emage-agent[openai]'"
+    except EmageError as exc:
+        return "failed", str(exc)
+
+
 def run_doctor(settings: Settings, console: Console) -> int:
     """Print the checks; exit code 0 when a session could start, 2 when something blocks it."""
     from emage_agent.executor.hardware import describe_hardware
@@ -56,18 +86,14 @@ def run_doctor(settings: Settings, console: Console) -> int:
         table.add_row("GPU", "missing", "no CUDA GPU; set EMAGE_DEVICE=cpu to run on the CPU anyway")
         problems.append("GPU")
 
-    key = settings.gemini_api_key is not None
-    table.add_row("GEMINI_API_KEY", "set" if key else "missing", "" if key else "set GEMINI_API_KEY or GOOGLE_API_KEY")
-    if not key:
-        problems.append("GEMINI_API_KEY")
     token = settings.hf_token is not None
+    for role in ("evaluator", "planner") if settings.planner_vlm else ("evaluator",):
+        status, detail = _vlm_status(settings, role, token)  # type: ignore[arg-type]
+        table.add_row(f"VLM ({role})" if settings.planner_vlm else "VLM", status, detail)
+        if status not in ("ok", "set"):
+            problems.append(f"VLM ({role})" if settings.planner_vlm else "VLM")
     table.add_row(
         "HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models"
-    )
-    table.add_row(
-        "Gemini model",
-        "ok",
-        settings.gemini_model + (f" via {settings.gemini_base_url}" if settings.gemini_base_url else ""),
     )
     for field in MODEL_FIELDS:
         ref = getattr(settings, field)

@@ -34,9 +34,13 @@ class ExecutionFailure(EmageError):
     """A failure while running (GPU, I/O, remote service); recorded, session resumable."""
 
 
-class GeminiUnavailable(ExecutionFailure):
+class VLMUnavailable(ExecutionFailure):
+    """The vision-language model could not be reached or kept failing after bounded retries."""
+
+
+class GeminiUnavailable(VLMUnavailable):
     """Gemini could not be reached or kept failing after bounded retries."""
 
 
 class UnreadableAnswer(ExecutionFailure):
-    """Gemini answered, but nothing usable could be read from it (never a silent default)."""
+    """The model answered, but nothing usable could be read from it (never a silent default)."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from emage_agent.contracts import validate_arguments
 from emage_agent.errors import UserError
 
-PlannerKind = Literal["gemini", "selector"]
+PlannerKind = Literal["gemini", "vlm", "selector"]  # gemini: the VLM planner (its older name)
 
 
 class RunOptions(BaseModel):

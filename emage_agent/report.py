@@ -251,13 +251,14 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
         body.append("<h4>Tokens</h4>" + _kv_chips(s.tokens))
     if calls:
         rows = "".join(
-            f"<tr><td>{_e(c['purpose'])}</td><td>{_e(c['model'])}</td><td>{_e(_fmt_latency(c['latency_s']))}</td>"
+            f"<tr><td>{_e(c['purpose'])}</td><td>{_e(c['extra'].get('backend') or '')}</td>"
+            f"<td>{_e(c['model'])}</td><td>{_e(_fmt_latency(c['latency_s']))}</td>"
             f"<td>{_e(_tokens(c))}</td>"
             f"<td>{'ok' if c['ok'] else _e(c['error'] or 'failed')}</td></tr>"
             for c in calls
         )
         body.append(
-            "<h4>Gemini calls</h4><table><tr><th>Purpose</th><th>Model</th><th>Latency</th><th>Tokens</th>"
+            "<h4>VLM calls</h4><table><tr><th>Purpose</th><th>Backend</th><th>Model</th><th>Latency</th><th>Tokens</th>"
             f"<th>Result</th></tr>{rows}</table>"
         )
     return (
@@ -306,7 +307,8 @@ def render_report(store: SessionStore) -> str:
         ("best step", best.step if best else "–"),
         ("steps", len(steps)),
         ("tool runs", sum(1 for s in steps if s.tool)),
-        ("Gemini calls", info.vlm_calls or len(calls)),
+        ("VLM calls", info.vlm_calls or len(calls)),
+        *((f"{purpose} by", f"{u['backend'] or '?'} · {u['model']}") for purpose, u in store.vlm_used().items()),
         ("GPU seconds", f"{info.gpu_seconds:.1f}"),
     ]
     stat_html = "".join(f'<div class="stat"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for k, v in stats)

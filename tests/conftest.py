@@ -8,7 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-for _secret in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "HF_TOKEN"):
+for _secret in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "HF_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(_secret, None)
 
-pytest_plugins = ["tests.fixtures_flux", "tests.fixtures_gemini"]
+pytest_plugins = ["tests.fixtures_flux", "tests.fixtures_gemini", "tests.fixtures_openai"]

@@ -7,7 +7,7 @@ import pytest
 from emage_agent.errors import UnreadableAnswer
 from emage_agent.planning import PlanningContext, Recommendation, ToolReport
 from emage_agent.vlm.gemini import Evaluator, GeminiClient, Planner, Rewriter
-from emage_agent.vlm.gemini.parsing import (
+from emage_agent.vlm.parsing import (
     evaluation_from_prose,
     extract_json,
     normalise_box,

@@ -42,6 +42,11 @@ def test_only_the_executor_imports_torch_diffusers_transformers() -> None:
     assert found and all(name.startswith("executor/") for name in found), found
 
 
+def test_only_the_openai_compatible_backend_imports_openai() -> None:
+    found = importers(r"^\s*(import openai|from openai\b)")
+    assert found and all(name.startswith("vlm/openai_compat/") for name in found), found
+
+
 ADAPTERS = ("cli", "chat", "mcp", "ui", "batch", "report", "bench")  # top-level names of the adapter layer
 
 

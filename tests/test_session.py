@@ -36,6 +36,7 @@ SUMMARY_KEYS = {
     "stopped_because",
     "threshold_used",
     "history",
+    "vlm",
 }
 HISTORY_KEYS = {"step", "tool", "args", "satisfaction_score", "image", "vetoes", "rolled_back"}
 
@@ -310,7 +311,7 @@ def test_state_counters_and_calls(store: SessionStore) -> None:
     assert store.calls(1)[0]["attempts"] == 2 and calls[1]["ok"] is False
     with pytest.raises(UserError, match="unknown status"):
         store.set_status("exploded")
-    with pytest.raises(UserError, match="bad Gemini call record"):
+    with pytest.raises(UserError, match="bad VLM call record"):
         store.record_calls(1, [{"model": "no purpose"}])
 
 

@@ -84,8 +84,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         planner={
             "type": "string",
-            "enum": ["gemini", "selector"],
-            "description": "New sessions: gemini (function calling) or selector (rules only).",
+            "enum": ["gemini", "vlm", "selector"],
+            "description": "New sessions: vlm or gemini (the VLM plans by function calling) or selector (rules only).",
         },
         **{k: copy.deepcopy(_GEN[k]) for k in _GEN_OPTIONS},
     ),
@@ -97,7 +97,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
 }
 DESCRIPTIONS = {
-    "evaluate": "Judge an image against a prompt with Gemini: a satisfaction score in [0, 1], the issues "
+    "evaluate": "Judge an image against a prompt with the configured VLM: a satisfaction score in [0, 1], the issues "
     "(category, severity, target, box) and a summary. Changes nothing.",
     "refine": "Run EMage's whole loop: generate, judge, repair until good. Give a prompt to start a session, or a "
     "session_id (and optionally feedback) to continue one. Returns the best image, its score, the session id and "

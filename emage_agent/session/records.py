@@ -1,4 +1,4 @@
-"""The records of the session store: what a step, an artifact, a veto, a Gemini call and a session are.
+"""The records of the session store: what a step, an artifact, a veto, a VLM call and a session are.
 
 Plain pydantic models, shared by the store (``emage_agent.session``), the loop and the report;
 import them from ``emage_agent.session``.
@@ -65,7 +65,7 @@ class StepRecord(BaseModel):
 
 
 class CallRecord(BaseModel):
-    """One Gemini call (the fields of ``gemini.client.CallRecord``); unknown keys are kept in ``extra``."""
+    """One VLM call (the fields of ``vlm.calls.CallRecord``); keys without a column (``backend``) go to ``extra``."""
 
     model_config = ConfigDict(extra="allow")
 

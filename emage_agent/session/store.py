@@ -245,13 +245,13 @@ class SessionStore:
         self.write_summary()
 
     def record_calls(self, step: int | None, records: list[dict[str, Any]]) -> None:
-        """Store Gemini call records (keys of :class:`CallRecord`), scrubbed of secrets, linked to ``step``.
+        """Store VLM call records (keys of :class:`CallRecord`), scrubbed of secrets, linked to ``step``.
 
         Counters are not touched: the loop calls ``add_usage`` itself."""
         try:
             calls = [CallRecord.model_validate(scrub(r)) for r in records]
         except ValidationError as exc:
-            raise UserError(f"bad Gemini call record: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+            raise UserError(f"bad VLM call record: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
         if step is not None:
             self.step(step)
         cols = ("purpose", "model", "latency_s", "attempts", "input_tokens", "output_tokens", "total_tokens", "ok")
@@ -267,7 +267,7 @@ class SessionStore:
             )
 
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:
-        """Gemini call records, all or one step's, oldest first."""
+        """VLM call records, all or one step's, oldest first."""
         sql = "SELECT * FROM gemini_call" + (" WHERE step = ?" if step is not None else "") + " ORDER BY id"
         rows = self._q(sql, (step,) if step is not None else ())
         return [dict(r) | {"extra": json.loads(r["extra"]), "ok": bool(r["ok"])} for r in rows]
@@ -398,7 +398,16 @@ class SessionStore:
             "stopped_because": info.stopped_because,
             "threshold_used": threshold_used,
             "history": history,
+            "vlm": self.vlm_used(),
         }
+
+    def vlm_used(self) -> dict[str, dict[str, str | None]]:
+        """The backend and model that last answered each purpose (evaluate, plan, rewrite)."""
+        used: dict[str, dict[str, str | None]] = {}
+        for row in self._q("SELECT purpose, model, extra FROM gemini_call ORDER BY id", ()):
+            extra = json.loads(row["extra"] or "{}")
+            used[row["purpose"]] = {"backend": extra.get("backend"), "model": row["model"]}
+        return used
 
     def write_summary(self) -> Path:
         """Rewrite ``summary.json`` atomically; a reader sees the old or the new file, never half."""

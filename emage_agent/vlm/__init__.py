@@ -2,8 +2,8 @@
 
 Images cross these interfaces as PNG bytes and answers come back as the models of
 ``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type leaves a backend. Each
-backend (``gemini``, later others) is its own subpackage or module and is the only importer of
-its SDK, so a new backend joins without touching the loop.
+backend (``gemini``, ``openai_compat``, ``local``) is its own subpackage or module and is the only
+importer of its SDK, so a new backend joins without touching the loop; ``choice`` picks and builds one.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 from emage_agent.evaluation import Evaluation, Issue
 from emage_agent.planning import PlanningContext, PlanResult, ToolReport
+from emage_agent.vlm.choice import VLM, Backend, Role, choose, model_of, open_vlm
 
-__all__ = ["Evaluates", "Plans", "Rewrites"]
+__all__ = ["VLM", "Backend", "Role", "Evaluates", "Plans", "Rewrites", "choose", "model_of", "open_vlm"]
 
 
 class Evaluates(Protocol):

@@ -23,18 +23,17 @@ from typing import Any, Literal
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from emage_agent.config import Settings
 from emage_agent.errors import EmageError, ExecutionFailure, GeminiUnavailable, UnreadableAnswer, UserError
+from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallRecord
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
 Purpose = Literal["evaluate", "plan", "rewrite"]
 RETRYABLE_CODES = frozenset({408, 429, 500, 502, 503, 504})
 OVERLOAD_CODES = frozenset({429, 503})
-MAX_SINGLE_WAIT_S = 30.0
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -53,20 +52,6 @@ TRANSPORT_ERRORS = _transport_errors()
 
 class GeminiRequestError(ExecutionFailure):
     """Gemini refused the request itself (a 4xx other than a rejected key or unknown model): retrying cannot help."""
-
-
-class CallRecord(BaseModel):
-    """One Gemini call as the session log keeps it. ``ok`` means the service answered; never holds secrets."""
-
-    purpose: str
-    model: str
-    latency_s: float = 0.0
-    attempts: int = 0
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    ok: bool = False
-    error: str | None = None
 
 
 def _retry_hint_s(exc: BaseException | None) -> float | None:
@@ -93,7 +78,7 @@ class _CallState:
     """Per-call retry state the tenacity callbacks share."""
 
     def __init__(self, purpose: str, model: str) -> None:
-        self.record = CallRecord(purpose=purpose, model=model)
+        self.record = CallRecord(purpose=purpose, model=model, backend="gemini")
         self.overloads = 0
         self.switch = False
         self.on_fallback = False

@@ -11,15 +11,13 @@ calls in the history always refer to declared functions. Model mistakes come bac
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 from typing import Any
 
-from emage_agent.contracts import export_tools, load_contracts, validate_arguments
-from emage_agent.errors import InvalidArgument
-from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolCall, ToolReport
+from emage_agent.contracts import export_tools, load_contracts
+from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolReport
 from emage_agent.resources import load_prompt
 from emage_agent.vlm.gemini.client import GeminiClient, types
+from emage_agent.vlm.turns import Pending, allowed_tools, read_calls, render_turn
 
 MAX_IMAGES_KEPT = 3
 
@@ -42,16 +40,6 @@ def _png(data: bytes) -> types.Part:
     return types.Part.from_bytes(data=data, mime_type="image/png")
 
 
-@dataclass
-class _Pending:
-    """A function call of the model's last turn still owed a function response."""
-
-    name: str
-    call_id: str | None
-    args: dict[str, Any]
-    error: str | None = None
-
-
 class Planner:
     """``plan(ctx)`` -> ``PlanResult``; ``report(reports)`` feeds results back; ``reset()`` starts over."""
 
@@ -63,13 +51,13 @@ class Planner:
 
     def reset(self) -> None:
         self.history: list[types.Content] = []
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._outbox: list[types.Part] = []
         self._outbox_images: list[str] = []
         self._seen_image: str | None = None  # digest of the newest image the model has been shown
 
     def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult:
-        allowed = self._allowed(ctx)
+        allowed = allowed_tools(ctx)
         reason = f"not executed: {feedback}" if feedback else "not executed: superseded by a new request"
         owed = [self._response(p, {"ok": False, "result": p.error or reason}) for p in self._pending]
         carry = owed + self._outbox  # nothing changes until the model has answered (a failure keeps it all)
@@ -131,12 +119,6 @@ class Planner:
         self._pending = []
         self._outbox += responses + extras
 
-    def _allowed(self, ctx: PlanningContext) -> list[str]:
-        known = load_contracts()
-        names = ctx.allowed_tools or ctx.recommendation.allowed_tools or sorted(known)
-        allowed = [n for n in dict.fromkeys(names) if n in known]
-        return allowed or sorted(known)
-
     def _config(self, allowed: list[str]) -> types.GenerateContentConfig:
         calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=allowed)
         return types.GenerateContentConfig(
@@ -147,42 +129,17 @@ class Planner:
         )
 
     @staticmethod
-    def _response(pending: _Pending, payload: dict[str, Any], png: bytes | None = None) -> types.Part:
+    def _response(pending: Pending, payload: dict[str, Any], png: bytes | None = None) -> types.Part:
         media = [types.FunctionResponsePart.from_bytes(data=png, mime_type="image/png")] if png else None
         response = types.FunctionResponse(id=pending.call_id, name=pending.name, response=payload, parts=media)
         return types.Part(function_response=response)
 
     def _read(self, content: types.Content, allowed: list[str], max_calls: int) -> PlanResult:
         parts = content.parts or []
-        result = PlanResult(text="".join(p.text for p in parts if p.text and not p.thought))
-        known = load_contracts()
-        dropped: list[str] = []
-        for call in (p.function_call for p in parts if p.function_call):
-            pending = _Pending(call.name or "", call.id, dict(call.args or {}))
-            self._pending.append(pending)
-            if pending.name not in known:
-                pending.error = f"unknown tool {pending.name!r}; the tools are {', '.join(sorted(known))}"
-                result.errors.append(PlanError(kind="unknown_tool", message=pending.error, tool=pending.name))
-                continue
-            try:
-                validate_arguments(pending.name, pending.args)
-            except InvalidArgument as exc:
-                pending.error = f"invalid arguments for {pending.name}: {exc}"
-                result.errors.append(PlanError(kind="invalid_arguments", message=pending.error, tool=pending.name))
-                continue
-            if len(result.calls) >= max_calls:
-                pending.error = f"not executed: at most {max_calls} call(s) per step"
-                dropped.append(pending.name)
-                continue
-            # The model's own arguments, checked but without defaults: later stages fill what it left out.
-            result.calls.append(ToolCall(name=pending.name, args=dict(pending.args), call_id=pending.call_id))
-        if dropped:
-            message = f"at most {max_calls} call(s) per step; dropped {', '.join(dropped)}"
-            result.errors.append(PlanError(kind="too_many_calls", message=message))
-        if not self._pending:
-            message = "no function call in the answer; call one of: " + ", ".join(allowed)
-            result.errors.append(PlanError(kind="no_call", message=message))
-        return result
+        calls = [Pending(c.name or "", c.id, dict(c.args or {})) for c in (p.function_call for p in parts) if c]
+        self._pending = calls
+        text = "".join(p.text for p in parts if p.text and not p.thought)
+        return read_calls(calls, allowed, max_calls, text)
 
 
 def prune_images(contents: list[types.Content], keep: int) -> list[types.Content]:
@@ -206,56 +163,3 @@ def prune_images(contents: list[types.Content], keep: int) -> list[types.Content
             parts.append(part)
         out.append(content.model_copy(update={"parts": parts[::-1]}) if changed else content)
     return out[::-1]
-
-
-def render_turn(ctx: PlanningContext, feedback: str | None, allowed: list[str], image_note: str) -> str:
-    """The decision request as text (the numbers the model needs, nothing more)."""
-    ev = ctx.evaluation
-    issues = "\n".join(
-        f"- [{i.category}, severity {i.severity:.2f}] {i.description}"
-        + (f" (target: {i.target})" if i.target else "")
-        + (f" (box {i.box})" if i.box else "")
-        for i in sorted(ev.issues, key=lambda i: -i.severity)
-    )
-    history = "\n".join(
-        f"- step {h.step}: {h.tool} {_compact(h.args)}"
-        + (f" on {h.target!r}" if h.target else "")
-        + f": score {_score(h.score_before)} -> {_score(h.score_after)}"
-        + (" (VETOED)" if h.vetoed else "")
-        + (" (ROLLED BACK: it made the image worse)" if h.rolled_back else "")
-        for h in ctx.history[-8:]
-    )
-    rec = ctx.recommendation
-    ranked = "\n".join(
-        f"{n}. {c.tool} (weight {c.weight:.2f}): {c.reason}"
-        + (f"; suggested arguments {_compact(c.args)}" if c.args else "")
-        for n, c in enumerate(rec.ranked, start=1)
-    )
-    knobs = ", ".join(f"{k} {v}" for k, v in (("guidance", rec.guidance_scale), ("strength", rec.strength)) if v)
-    return load_prompt(
-        "planner_turn",
-        original_prompt=ctx.original_prompt,
-        prompt=ctx.prompt,
-        image_note=image_note,
-        score=f"{ev.satisfaction_score:.2f}",
-        summary=ev.summary or "(none)",
-        issues=issues or "(none)",
-        history=history or "(nothing yet)",
-        strategy=rec.strategy,
-        strategy_reason=rec.reason,
-        ranked=ranked or "(no ranking)",
-        knobs=f"Suggested settings: {knobs}." if knobs else "",
-        allowed=", ".join(allowed),
-        max_calls=max(1, ctx.max_calls),
-        user_feedback="\n".join(f"- {r}" for r in ctx.user_feedback) or "(none)",
-        feedback=feedback or "(none)",
-    )
-
-
-def _compact(args: dict[str, Any]) -> str:
-    shown = {k: (v[:80] + "..." if isinstance(v, str) and len(v) > 80 else v) for k, v in args.items()}
-    return json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))
-
-
-def _score(value: float | None) -> str:
-    return "?" if value is None else f"{value:.2f}"

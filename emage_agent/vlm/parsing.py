@@ -1,4 +1,4 @@
-"""Reading Gemini's evaluation answers leniently but never inventing one.
+"""Reading a VLM's evaluation answers leniently but never inventing one.
 
 Why this exists: structured output usually parses, but models still wrap JSON in prose or code fences,
 answer 85 on a 0..1 scale, give boxes as fractions or reversed, or name a category we do not have. Each
@@ -16,7 +16,7 @@ from typing import Any
 from emage_agent.errors import UnreadableAnswer
 from emage_agent.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
 
-log = logging.getLogger("emage_agent.vlm.gemini")
+log = logging.getLogger("emage_agent.vlm")
 
 CATEGORY_SYNONYMS = {
     "objects": "object", "missing": "object", "missing_object": "object", "extra_object": "object",
@@ -119,7 +119,7 @@ def coerce_issue(raw: Any) -> tuple[Issue | None, int | None]:
     target = str(raw["target"]).strip() if raw.get("target") not in (None, "") else None
     description = str(raw.get("description") or "").strip() or target
     if category is None or not description:
-        log.warning("gemini evaluation: dropped an issue with category %r", raw.get("category"))
+        log.warning("evaluation: dropped an issue with category %r", raw.get("category"))
         return None, None
     severity = unit_interval(raw.get("severity"))
     issue = Issue(
@@ -193,4 +193,4 @@ def read_evaluation(parsed: Any, text: str | None) -> tuple[Evaluation, dict[int
     if prose:
         return prose, {}, "prose"
     snippet = (text or "").strip().replace("\n", " ")[:200] or "(empty answer)"
-    raise UnreadableAnswer(f"Gemini's evaluation has no readable satisfaction score: {snippet!r}")
+    raise UnreadableAnswer(f"the evaluation has no readable satisfaction score: {snippet!r}")

@@ -1,0 +1,35 @@
+"""What every backend shares about a call: the record the session keeps, and the backoff between attempts.
+
+Why one record for all backends: the session log, the report and the ``--json`` summary name the backend
+and model of each call and count its tokens the same way, whichever service or local model answered.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel
+
+MAX_SINGLE_WAIT_S = 30.0
+
+
+class CallRecord(BaseModel):
+    """One VLM call as the session log keeps it. ``ok`` means the model answered; never holds secrets."""
+
+    purpose: str
+    model: str
+    backend: str = "gemini"
+    latency_s: float = 0.0
+    attempts: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    ok: bool = False
+    error: str | None = None
+
+
+def backoff_s(initial_s: float, attempt: int, budget_s: float, hint_s: float | None = None) -> float:
+    """Jittered exponential backoff for ``attempt`` (1-based), capped, and at least the server's hint."""
+    cap = min(MAX_SINGLE_WAIT_S, budget_s)
+    wait = min(cap, max(0.0, initial_s) * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return max(wait, min(hint_s, budget_s)) if hint_s is not None else wait
