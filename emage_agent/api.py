@@ -38,6 +38,7 @@ class Agent:
         planner_factory: Callable[[], Any] | None = None,
         selector_config: strategy.SelectorConfig | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
+        limiter: Any = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.root = Path(root) if root is not None else self.settings.session_root
@@ -46,7 +47,7 @@ class Agent:
         self._rewriter = rewriter
         self._planner_factory = planner_factory
         self._client: Any = None
-        self._seen_calls = 0
+        self.limiter = limiter  # shared VLM rate limit (``engine.RateLimiter``) when sessions run side by side
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
         self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
         self.on_event = on_event
@@ -65,7 +66,7 @@ class Agent:
         if self._client is None:
             from emage_agent.vlm.gemini import GeminiClient
 
-            self._client = GeminiClient(self.settings)
+            self._client = GeminiClient(self.settings, limiter=self.limiter)
         return self._client
 
     @property
@@ -92,12 +93,13 @@ class Agent:
         return Planner(self.client)
 
     def _new_calls(self) -> list[dict[str, Any]]:
-        """Gemini call records made since the last look (token use and latency, no secrets)."""
+        """Gemini call records this thread made since its last look (token use and latency, no secrets).
+
+        Per thread, because sessions running side by side share the client and each runs in its own
+        thread: one session must not book another's calls."""
         if self._client is None:
             return []
-        calls = self.client.calls[self._seen_calls :]
-        self._seen_calls += len(calls)
-        return [c.model_dump(mode="json") for c in calls]
+        return [c.model_dump(mode="json") for c in self.client.take_calls()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
         planner = self._new_planner() if store.info.options.get("planner", "gemini") == "gemini" else None
@@ -131,17 +133,21 @@ class Agent:
     # ---- sessions -------------------------------------------------------------------
     def start(self, prompt: str, **options: Any) -> Session:
         """Create a session and make its first image (generated and evaluated)."""
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise UserError("the prompt is empty; say what the image should show", field="prompt")
-        opts = parse_options(**options)  # also checks the first image's size, steps and guidance
-        store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
-        session = Session(self, store)
+        session = self.create(prompt, **options)
         try:
             session.loop.start()
         finally:
             session.write_report()
         return session
+
+    def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
+        """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise UserError("the prompt is empty; say what the image should show", field="prompt")
+        opts = parse_options(**options)  # also checks the first image's size, steps and guidance
+        where = Path(root) if root is not None else self.root
+        return Session(self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json")))
 
     def open(self, session: str | Path) -> Session:
         """An existing session, by directory or by id under the session root."""

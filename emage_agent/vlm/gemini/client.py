@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -103,7 +104,10 @@ class GeminiClient:
     """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service.
 
     ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It defaults
-    to ``settings.gemini_retry_initial_s``.
+    to ``settings.gemini_retry_initial_s``. ``limiter`` (``acquire()``, ``back_off(seconds)``), when
+    given, is consulted before every attempt and told of every 429, so sessions sharing it slow down
+    together. Sessions may share one client from several threads: ``take_calls`` hands each thread
+    only the call records it made.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class GeminiClient:
         *,
         retry_initial_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: Any = None,
     ) -> None:
         key = settings.gemini_api_key.get_secret_value().strip() if settings.gemini_api_key else ""
         if not key:
@@ -120,6 +125,8 @@ class GeminiClient:
         self.model = settings.gemini_model
         self.fallback_model = settings.gemini_fallback_model or None
         self.calls: list[CallRecord] = []
+        self.limiter = limiter
+        self._mine = threading.local()
         self._key = key
         self._sleep = sleep
         initial = retry_initial_s if retry_initial_s is not None else settings.gemini_retry_initial_s
@@ -160,6 +167,7 @@ class GeminiClient:
         finally:
             state.record.latency_s = round(time.monotonic() - started, 4)
             self.calls.append(state.record)
+            self._thread_calls().append(state.record)
         state.record.ok = True
         meta = getattr(response, "usage_metadata", None)
         if meta is not None:
@@ -175,6 +183,17 @@ class GeminiClient:
             state.record.latency_s,
         )
         return response
+
+    def _thread_calls(self) -> list[CallRecord]:
+        if not hasattr(self._mine, "calls"):
+            self._mine.calls = []
+        return self._mine.calls
+
+    def take_calls(self) -> list[CallRecord]:
+        """The call records this thread made since its last take (one session's, when sessions share us)."""
+        mine = self._thread_calls()
+        taken, mine[:] = list(mine), []
+        return taken
 
     def _with_retries(self, state: _CallState, contents: Any, config: types.GenerateContentConfig) -> Any:
         s = self.settings
@@ -208,6 +227,8 @@ class GeminiClient:
             state.on_fallback = True
         model = self.fallback_model if state.on_fallback else self.model
         state.record.attempts, state.record.model = number, model
+        if self.limiter is not None:
+            self.limiter.acquire()
         try:
             return self._client.models.generate_content(model=model, contents=contents, config=config)
         except genai_errors.APIError as exc:
@@ -236,6 +257,9 @@ class GeminiClient:
             state.switch = state.switch or too_long or state.overloads >= max(1, s.gemini_max_attempts // 2)
         if hint is not None and not state.switch:
             wait = max(wait, hint)
+        exc = rs.outcome.exception() if rs.outcome else None
+        if self.limiter is not None and isinstance(exc, genai_errors.APIError) and exc.code == 429:
+            self.limiter.back_off(wait)  # the quota is the key's: every session pauses, not just this one
         return wait
 
     def _log_retry(self, rs: RetryCallState, state: _CallState) -> None:
