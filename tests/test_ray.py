@@ -53,7 +53,7 @@ def test_batch_on_two_actors_finishes_when_one_is_killed(
         pids = ray.get([w.actor.pid.remote() for w in queue.workers])
         assert len(set(pids)) == 2 and os.getpid() not in pids  # the GPU work runs in the actors
         agent = Agent(settings, root=tmp_path, executor=queue, limiter=RateLimiter(None))
-        jobs = [Job(key=f"j{i}", prompt=f"a fox number {i}", options=SMALL, root=tmp_path / f"j{i}") for i in range(8)]
+        jobs = [Job(key=f"j{i}", prompt=f"a fox number {i}", options=SMALL, root=tmp_path / f"j{i}") for i in range(6)]
         outcomes: list[Any] = []
         runner = threading.Thread(target=lambda: outcomes.extend(SessionPool(agent, concurrency=4).run(jobs)))
         runner.start()
@@ -62,7 +62,7 @@ def test_batch_on_two_actors_finishes_when_one_is_killed(
             time.sleep(0.05)
         ray.kill(victim.actor)  # mid-batch: a node lost
         runner.join(timeout=180)
-        assert [o.status for o in outcomes] == ["done"] * 8, [o.error for o in outcomes]
+        assert [o.status for o in outcomes] == ["done"] * 6, [o.error for o in outcomes]
         assert victim not in queue.workers and len(queue.workers) == 1 and queue.retries == 1
         for o in outcomes:
             summary = json.loads((Path(o.session_dir) / "summary.json").read_text())

@@ -31,6 +31,7 @@ from emage_agent.engine.backend import gpu_queue
 from emage_agent.errors import UserError
 
 LOCK_NAME = ".batch.lock"
+NOT_STARTED = object()  # stands for the GPU queue while the agent checks its keys
 GALLERY_EVERY_S = 5.0
 
 
@@ -114,6 +115,10 @@ def run_batch(settings: Settings, opts: BatchOptions, err: Console, out: IO[str]
     if opts.concurrency < 1:
         raise UserError("must be at least 1", field="--concurrency")
     items, bad = read_items(opts.prompts)
+    from emage_agent.api import Agent
+
+    # Keys and the VLM side first, before any model or actor starts; the GPU side is the queue's to check.
+    Agent(settings, executor=NOT_STARTED).check_ready()
     with batch_lock(opts.out):
         for b in bad:
             err.print(f"emage-agent: {opts.prompts}:{b.line}: skipped: {b.message}", markup=False, soft_wrap=True)
@@ -127,7 +132,6 @@ def _run(
     from emage_agent.api import Agent
 
     agent = Agent(settings, root=opts.out / "items", executor=queue, limiter=RateLimiter(settings.vlm_rpm))
-    agent.check_ready()
     pool = SessionPool(agent, concurrency=opts.concurrency, retry_failed=opts.retry_failed)
     jobs = [
         Job(key=i.id, prompt=i.prompt, options=opts.defaults | i.options, root=opts.out / "items" / i.folder)
