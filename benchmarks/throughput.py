@@ -54,13 +54,19 @@ class Judge:
 
 
 def run_level(settings: Any, workers: list[Any], items: int, concurrency: int, folder: Path) -> dict[str, Any]:
+    """One batch; prompts are unique per backend and level, so the judge sees each item fresh."""
     queue = GpuQueue(workers=workers)
     agent = Agent(settings, root=folder, executor=queue, limiter=RateLimiter(None))
+    prompt = "benchmark prompt {}-{}-{}: a red fox on a car"
     jobs = [
-        Job(key=f"i{i}", prompt=f"benchmark prompt {concurrency}-{i}: a red fox on a car", options=OPTIONS,
-            root=folder / f"c{concurrency}" / f"i{i}")
+        Job(
+            key=f"i{i}",
+            prompt=prompt.format(folder.name, concurrency, i),
+            options=OPTIONS,
+            root=folder / f"c{concurrency}" / f"i{i}",
+        )
         for i in range(items)
-    ]  # fmt: skip
+    ]
     started = time.monotonic()
     outcomes = SessionPool(agent, concurrency=concurrency).run(jobs)
     wall = time.monotonic() - started

@@ -82,14 +82,20 @@ def test_a_rerun_reuses_done_sessions_and_retries_failed_ones(
     assert again[1].steps == 1  # the first image was kept; only its evaluation was redone
 
 
-def test_bad_options_fail_one_job_only(settings: Any, executor: Any, fake_gemini: Any, tmp_path: Path) -> None:
+def test_bad_options_fail_one_job_only_and_a_broken_session_is_set_aside(
+    settings: Any, executor: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
     fake_gemini.handler = lambda r: evaluation_reply(0.9)
     agent = Agent(settings, executor=GpuQueue(executor))
     todo = jobs(tmp_path, 2)
     todo[0] = todo[0].model_copy(update={"options": {**SMALL, "width": 100}})
+    broken = todo[1].root / "20000101T000000000-dead00"  # killed while its database was being made
+    broken.mkdir(parents=True)
+    (broken / "session.db").write_bytes(b"")
     outcomes = SessionPool(agent, concurrency=2).run(todo)
     assert outcomes[0].status == "failed" and "width" in (outcomes[0].error or "") and outcomes[0].session_dir is None
-    assert outcomes[1].status == "done"
+    assert outcomes[1].status == "done" and outcomes[1].session_dir != broken
+    assert not broken.exists() and broken.with_name(broken.name + ".broken").is_dir()  # set aside, not resumed
 
 
 class Worker:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from emage_agent.errors import EmageError, UserError
 
 DB_NAME = "session.db"
+BROKEN = ".broken"  # suffix of a session folder that could not be opened (set aside, never resumed)
 
 
 class Job(BaseModel):
@@ -55,7 +56,7 @@ def find_session(root: Path) -> Path | None:
     """The job's session folder under ``root``: the newest one with a database (ids sort by time)."""
     if not root.is_dir():
         return None
-    found = sorted(d for d in root.iterdir() if d.is_dir() and (d / DB_NAME).is_file())
+    found = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.endswith(BROKEN) and (d / DB_NAME).is_file())
     return found[-1] if found else None
 
 
@@ -153,7 +154,7 @@ class SessionPool:
         try:
             return self.agent.open(path)
         except UserError:
-            path.rename(path.with_name(path.name + ".broken"))  # killed while being created: start afresh
+            path.rename(path.with_name(path.name + BROKEN))  # killed while being created: start afresh
             return None
 
     @staticmethod
