@@ -128,9 +128,9 @@ def test_killed_batch_resumes_without_losing_or_repeating_steps_and_a_second_bat
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "batch"
-    args = ["batch", str(prompts), "--out", str(out), *SMALL, "--iterations", "1", "--concurrency", "2", "--json"]
+    args = ["batch", str(prompts), "--out", str(out), *SMALL, "--iterations", "1", "--concurrency", "2"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emage_agent.cli", *args],
+        [sys.executable, "-m", "emage_agent.cli", *args, "--json"],
         env=cli_env(cli_settings),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -150,6 +150,8 @@ def test_killed_batch_resumes_without_losing_or_repeating_steps_and_a_second_bat
 
     second = emage(*args, env=cli_env(cli_settings), cwd=tmp_path)  # the lock died with its process
     assert second.returncode == 0, second.stderr
+    assert re.search(r"done\s+line-1\s+score 0\.90", second.stderr), second.stderr  # the human display
+    assert "5 done, 0 failed of 5 item(s)" in second.stderr.strip().splitlines()[-1]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == PROMPTS and all(r["status"] == "done" for r in rows)
     for name, found in sessions_of(out).items():

@@ -58,7 +58,7 @@ def test_batch_on_two_actors_finishes_when_one_is_killed(
         runner = threading.Thread(target=lambda: outcomes.extend(SessionPool(agent, concurrency=4).run(jobs)))
         runner.start()
         deadline = time.monotonic() + 120
-        while queue.calls < 2 and time.monotonic() < deadline:
+        while queue.calls < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         ray.kill(victim.actor)  # mid-batch: a node lost
         runner.join(timeout=180)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from emage_agent.batch.gallery import write_gallery
@@ -104,9 +105,9 @@ class Display:
         score = "–" if row.score is None else f"{row.score:.2f}"
         style = "green" if row.status == "done" else "red"
         note = " (already done)" if outcome.reused else f" ({outcome.seconds:.1f}s)"
-        line = f"[{style}]{row.status:>6}[/]  {row.id}  score {score}{note}"
+        line = f"[{style}]{row.status:>6}[/]  {escape(row.id)}  score {score}{note}"
         if row.error:
-            line += f"  [red]{row.error}[/]"
+            line += f"  [red]{escape(row.error)}[/]"
         self.progress.console.print(line, soft_wrap=True, highlight=False)
 
 
