@@ -60,9 +60,8 @@ def _card(row: ResultRow, out: Path) -> str:
         parts.append(f'<a href="{e(_rel(row.best_image, out))}"><img src="{thumb}" alt="{e(row.prompt)}"></a>')
     score = "–" if row.score is None else f"{row.score:.2f}"
     parts.append(f'<div class="prompt"><b>{e(row.id)}</b> {e(row.prompt)}</div>')
-    parts.append(
-        f'<div class="meta">{e(row.status)} · score {score} · {row.steps} steps · {e(row.stopped_because or "")}</div>'
-    )
+    why = "" if row.error else f" · {e(row.stopped_because or '')}"  # a failure's reason is shown below
+    parts.append(f'<div class="meta">{e(row.status)} · score {score} · {row.steps} step(s){why}</div>')
     if row.session_dir:
         parts.append(f'<div class="meta"><a href="{e(_rel(row.session_dir, out))}/report.html">report</a></div>')
     if row.error:
