@@ -189,6 +189,19 @@ def test_bare_ray_flag_takes_the_default_address(tmp_path: Path) -> None:
     assert _bare_ray(["run", "--ray"]) == ["run", "--ray"]
 
 
+def test_ray_without_ray_installed_says_what_to_install(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")  # as if not installed
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a fox\n")
+    path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "GEMINI_API_KEY": "AIzaFAKE-batch-key", "PYTHONPATH": path}
+    result = emage("batch", str(prompts), "--out", str(tmp_path / "o"), "--ray", env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "pip install 'emage-agent[ray]'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     env = {**os.environ, "GEMINI_API_KEY": "AIzaFAKE-batch-key"}
     result = emage("batch", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"), env=env, cwd=tmp_path)

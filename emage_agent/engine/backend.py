@@ -6,7 +6,6 @@ Both are a ``GpuQueue``; callers (batch, MCP, UI) see no difference but speed.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +14,6 @@ from emage_agent.engine.gpu import GpuQueue
 from emage_agent.errors import UserError
 
 RAY_MISSING = "Ray is not installed; install it with: pip install 'emage-agent[ray]'"
-
-
-def ray_available() -> bool:
-    return importlib.util.find_spec("ray") is not None
 
 
 @contextlib.contextmanager
@@ -34,9 +29,10 @@ def gpu_queue(settings: Settings, ray_address: str | None = None, actors: int | 
         finally:
             executor.close()
         return
-    if not ray_available():
-        raise UserError(RAY_MISSING, field="--ray")
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise UserError(RAY_MISSING, field="--ray") from None
 
     from emage_agent.engine.cluster import cluster_queue
 
