@@ -37,3 +37,11 @@ def test_only_the_gemini_package_imports_google_genai() -> None:
 def test_only_the_executor_imports_torch_diffusers_transformers() -> None:
     found = importers(r"^\s*(import|from) (torch|diffusers|transformers)\b")
     assert found and all(name.startswith("executor/") for name in found), found
+
+
+def test_only_the_engine_imports_ray_and_the_cli_never_at_start() -> None:
+    found = importers(r"^\s*(import|from) ray\b")
+    assert found == {"engine/cluster.py", "engine/backend.py"}, found
+    top_level = importers(r"^(import|from) ray\b")
+    assert top_level == {"engine/cluster.py"}, top_level  # engine/__init__ does not import it
+    assert "cluster" not in (PACKAGE / "engine" / "__init__.py").read_text().split('"""')[-1]
