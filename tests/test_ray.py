@@ -79,13 +79,13 @@ def test_batch_on_two_actors_finishes_when_one_is_killed(
 def test_cli_batch_joins_a_running_cluster(ray_cluster: str, settings: Any, fake_gemini: Any, tmp_path: Path) -> None:
     fake_gemini.handler = lambda r: evaluation_reply(0.9)
     prompts = tmp_path / "p.txt"
-    prompts.write_text("a red fox\na blue car\na green tree\n")
+    prompts.write_text("a red fox\na blue car\n")
     out = tmp_path / "batch"
-    args = ["batch", str(prompts), "--out", str(out), "--ray", ray_cluster, "--ray-actors", "2", "--json"]
+    args = ["batch", str(prompts), "--out", str(out), "--ray", ray_cluster, "--ray-actors", "1", "--json"]
     small = ["--width", "64", "--height", "64", "--steps", "2", "--planner", "selector", "--iterations", "0"]
     env = cli_env(settings, PYTHONPATH=os.environ["PYTHONPATH"])
-    result = emage(*args, *small, "--concurrency", "3", env=env, cwd=tmp_path)
+    result = emage(*args, *small, "--concurrency", "2", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in rows] == ["done"] * 3 and all(Path(r["best_image"]).is_file() for r in rows)
+    assert [r["status"] for r in rows] == ["done"] * 2 and all(Path(r["best_image"]).is_file() for r in rows)
     assert ray.available_resources().get("CPU", 0) == 2  # the batch gave its actors back

@@ -140,7 +140,10 @@ class SessionPool:
             return self._outcome(job, session, started)
         except Exception as exc:  # one job's failure, whatever it is, must not stop the others
             message = str(exc) if isinstance(exc, EmageError) else f"{type(exc).__name__}: {exc}"
-            outcome = self._outcome(job, session, started) if session is not None else None
+            outcome = None
+            if session is not None:
+                with contextlib.suppress(Exception):  # the store itself may be what broke
+                    outcome = self._outcome(job, session, started)
             if outcome is None:
                 return Outcome(key=job.key, status="failed", error=message, seconds=time.monotonic() - started)
             return outcome.model_copy(update={"status": "failed", "error": message})
