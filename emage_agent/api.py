@@ -23,7 +23,7 @@ from emage_agent.options import AgentEvent, parse_options
 from emage_agent.planning import ToolCall
 from emage_agent.ports import png_bytes
 from emage_agent.session import SessionStore
-from emage_agent.vlm import VLM, Role, choose, open_vlm
+from emage_agent.vlm import VLM, CallLog, Role, choose, open_vlm
 
 
 class Agent:
@@ -40,6 +40,7 @@ class Agent:
         planner_factory: Callable[[], Any] | None = None,
         selector_config: strategy.SelectorConfig | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
+        limiter: Any = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.root = Path(root) if root is not None else self.settings.session_root
@@ -48,8 +49,8 @@ class Agent:
         self._rewriter = rewriter
         self._planner_factory = planner_factory
         self._vlms: dict[str, VLM] = {}
-        self._calls: list[Any] = []  # every backend's call records, in the order they were made
-        self._seen_calls = 0
+        self._calls = CallLog()  # every backend's call records, in order; each session takes its thread's
+        self.limiter = limiter  # shared VLM rate limit (``engine.RateLimiter``) when sessions run side by side
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
         self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
         self.on_event = on_event
@@ -67,7 +68,7 @@ class Agent:
         """The backend for ``role`` (built once; backends shared by both roles are built once)."""
         name = choose(self.settings, role)
         if name not in self._vlms:
-            backend = open_vlm(self.settings, name)
+            backend = open_vlm(self.settings, name, limiter=self.limiter)
             backend.share_calls(self._calls)
             self._vlms[name] = backend
         return self._vlms[name]
@@ -95,10 +96,11 @@ class Agent:
         return self.vlm("planner").new_planner()
 
     def _new_calls(self) -> list[dict[str, Any]]:
-        """VLM call records made since the last look (backend, model, token use and latency; no secrets)."""
-        calls = self._calls[self._seen_calls :]
-        self._seen_calls += len(calls)
-        return [c.model_dump(mode="json") for c in calls]
+        """VLM call records this session's thread made since its last look (backend, model, tokens, latency).
+
+        Per thread, because sessions running side by side share this agent's clients, each in its own
+        thread: one session must not book another's calls."""
+        return [c.model_dump(mode="json") for c in self._calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
         planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
@@ -131,17 +133,21 @@ class Agent:
     # ---- sessions -------------------------------------------------------------------
     def start(self, prompt: str, **options: Any) -> Session:
         """Create a session and make its first image (generated and evaluated)."""
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise UserError("the prompt is empty; say what the image should show", field="prompt")
-        opts = parse_options(**options)  # also checks the first image's size, steps and guidance
-        store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
-        session = Session(self, store)
+        session = self.create(prompt, **options)
         try:
             session.loop.start()
         finally:
             session.write_report()
         return session
+
+    def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
+        """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise UserError("the prompt is empty; say what the image should show", field="prompt")
+        opts = parse_options(**options)  # also checks the first image's size, steps and guidance
+        where = Path(root) if root is not None else self.root
+        return Session(self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json")))
 
     def open(self, session: str | Path) -> Session:
         """An existing session, by directory or by id under the session root."""

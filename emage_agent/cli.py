@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch"}
 err = Console(stderr=True, highlight=False)
 OPTION_NAMES = {
     "max_vlm_calls": "--max-vlm-calls",
@@ -232,11 +232,83 @@ def ui_command(
     serve(studio, host=host, port=port, auth=credentials)
 
 
+@app.command("batch", help="Run every prompt of a text file (one a line) or JSONL file as its own session.")
+def batch_command(
+    prompts: Annotated[Path, typer.Argument(help="Text (one prompt a line) or JSONL ({id, prompt, options}).")],
+    out: Annotated[Path, typer.Option(help="The batch folder: sessions, results.jsonl/csv, index.html.")],
+    concurrency: Annotated[int, typer.Option(help="Sessions at once (they share the GPU queue).")] = 1,
+    retry_failed: Annotated[bool, typer.Option(help="Run failed items again on a re-run.")] = True,
+    ray: Annotated[
+        str | None, typer.Option(help="Run the GPU work on Ray: auto, local or an address (EMAGE_RAY_ADDRESS).")
+    ] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="GPU actors to start (default: one per GPU).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Repair iterations (items may override).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Stop score (items may override).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of each first image.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width, a multiple of 16.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height, a multiple of 16.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance.")] = None,
+    planner: Annotated[str | None, typer.Option(help="gemini or selector.")] = None,
+    max_vlm_calls: Annotated[int | None, typer.Option(help="Gemini calls per item.")] = None,
+    max_gpu_seconds: Annotated[float | None, typer.Option(help="Tool seconds per item.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished item on stdout.")] = False,
+) -> None:
+    from emage_agent.batch import BatchOptions, run_batch
+    from emage_agent.options import parse_options
+
+    defaults = dict(
+        iterations=iterations,
+        threshold=threshold,
+        seed=seed,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        planner=planner,
+        max_vlm_calls=max_vlm_calls,
+        max_gpu_seconds=max_gpu_seconds,
+    )
+    defaults = {k: v for k, v in defaults.items() if v is not None}
+    try:
+        parse_options(**defaults)
+    except UserError as exc:
+        field = OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
+        raise UserError(str(exc).split(": ", 1)[-1], field=field) from None
+    settings = _settings(device)
+    address = (ray or settings.ray_address or "auto") if ray is not None or settings.ray_address else None
+    opts = BatchOptions(
+        prompts=prompts,
+        out=out,
+        defaults=defaults,
+        concurrency=concurrency,
+        retry_failed=retry_failed,
+        ray=address,
+        ray_actors=ray_actors,
+        as_json=as_json,
+    )
+    raise typer.Exit(run_batch(settings, opts, err))
+
+
+def _bare_ray(args: list[str]) -> list[str]:
+    """``batch --ray`` without an address means EMAGE_RAY_ADDRESS or auto: give the option its empty value."""
+    if not args or args[0] != "batch":
+        return args
+    fixed = list(args)
+    for i, arg in enumerate(fixed):
+        nxt = fixed[i + 1] if i + 1 < len(fixed) else None
+        if arg == "--ray" and (nxt is None or nxt.startswith("-") or Path(nxt).is_file()):
+            fixed[i] = "--ray="
+    return fixed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``emage-agent "PROMPT"`` is ``emage-agent run "PROMPT"``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
+    args = _bare_ray(args)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)

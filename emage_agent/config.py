@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     gemini_max_attempts: int = Field(default=5, ge=1, le=20)
     gemini_max_retry_s: float = Field(default=120.0, gt=0)
     gemini_retry_initial_s: float = Field(default=1.0, ge=0)
+    vlm_rpm: float | None = Field(default=None, gt=0)  # requests per minute for all sessions of a process
+    ray_address: str | None = None  # ``--ray``'s default: auto, local or a cluster address
 
     # Which VLM judges (EMAGE_VLM) and which plans and rewrites (EMAGE_PLANNER_VLM; unset: the same).
     vlm: VLMChoice = "auto"

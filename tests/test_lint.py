@@ -42,6 +42,14 @@ def test_only_the_executor_imports_torch_diffusers_transformers() -> None:
     assert found and all(name.startswith("executor/") for name in found), found
 
 
+def test_only_the_engine_imports_ray_and_the_cli_never_at_start() -> None:
+    found = importers(r"^\s*(import|from) ray\b")
+    assert found == {"engine/cluster.py", "engine/backend.py"}, found
+    top_level = importers(r"^(import|from) ray\b")
+    assert top_level == {"engine/cluster.py"}, top_level  # engine/__init__ does not import it
+    assert "cluster" not in (PACKAGE / "engine" / "__init__.py").read_text().split('"""')[-1]
+
+
 def test_only_the_openai_compatible_backend_imports_openai() -> None:
     found = importers(r"^\s*(import openai|from openai\b)")
     assert found and all(name.startswith("vlm/openai_compat/") for name in found), found

@@ -7,6 +7,7 @@ and model of each call and count its tokens the same way, whichever service or l
 from __future__ import annotations
 
 import random
+import threading
 
 from pydantic import BaseModel
 
@@ -26,6 +27,35 @@ class CallRecord(BaseModel):
     total_tokens: int | None = None
     ok: bool = False
     error: str | None = None
+
+
+class CallLog(list[CallRecord]):
+    """Every backend's call records in the order made, and each thread's share not yet taken.
+
+    Sessions running side by side share one agent, its clients and this log, each in its own thread:
+    ``take`` hands a session only the records its own thread made, so no session books another's calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mine = threading.local()
+        self._lock = threading.Lock()
+
+    def _thread_share(self) -> list[CallRecord]:
+        if not hasattr(self._mine, "records"):
+            self._mine.records = []
+        return self._mine.records
+
+    def append(self, record: CallRecord) -> None:
+        with self._lock:
+            super().append(record)
+        self._thread_share().append(record)
+
+    def take(self) -> list[CallRecord]:
+        """The records this thread made since its last take."""
+        mine = self._thread_share()
+        taken, mine[:] = list(mine), []
+        return taken
 
 
 def backoff_s(initial_s: float, attempt: int, budget_s: float, hint_s: float | None = None) -> float:

@@ -75,12 +75,14 @@ class VLM:
         self.client.calls = calls
 
 
-def open_vlm(settings: Settings, backend: Backend) -> VLM:
-    """Build ``backend``'s client, evaluator, rewriter and planner factory; raises ``UserError`` on bad config."""
+def open_vlm(settings: Settings, backend: Backend, limiter: Any = None) -> VLM:
+    """Build ``backend``'s client, evaluator, rewriter and planner factory; raises ``UserError`` on bad config.
+
+    ``limiter`` (``engine.RateLimiter``) paces a remote backend's requests across sessions."""
     if backend == "gemini":
         from emage_agent.vlm import gemini
 
-        client: Any = gemini.GeminiClient(settings)
+        client: Any = gemini.GeminiClient(settings, limiter=limiter)
         return VLM(
             backend,
             client.model,
@@ -94,7 +96,7 @@ def open_vlm(settings: Settings, backend: Backend) -> VLM:
             from emage_agent.vlm import openai_compat
         except ImportError:
             raise UserError("needs the openai package: pip install 'emage-agent[openai]'", field="EMAGE_VLM") from None
-        client = openai_compat.OpenAIClient(settings)
+        client = openai_compat.OpenAIClient(settings, limiter=limiter)
         return VLM(
             backend,
             client.model,

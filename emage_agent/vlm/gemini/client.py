@@ -27,7 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from emage_agent.config import Settings
 from emage_agent.errors import EmageError, ExecutionFailure, GeminiUnavailable, UnreadableAnswer, UserError
-from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallRecord
+from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
@@ -88,7 +88,10 @@ class GeminiClient:
     """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service.
 
     ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It defaults
-    to ``settings.gemini_retry_initial_s``.
+    to ``settings.gemini_retry_initial_s``. ``limiter`` (``acquire()``, ``back_off(seconds)``), when
+    given, is consulted before every attempt and told of every 429, so sessions sharing it slow down
+    together. Sessions may share one client from several threads: ``take_calls`` hands each thread
+    only the call records it made.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class GeminiClient:
         *,
         retry_initial_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: Any = None,
     ) -> None:
         key = settings.gemini_api_key.get_secret_value().strip() if settings.gemini_api_key else ""
         if not key:
@@ -104,7 +108,8 @@ class GeminiClient:
         self.settings = settings
         self.model = settings.gemini_model
         self.fallback_model = settings.gemini_fallback_model or None
-        self.calls: list[CallRecord] = []
+        self.calls = CallLog()
+        self.limiter = limiter
         self._key = key
         self._sleep = sleep
         initial = retry_initial_s if retry_initial_s is not None else settings.gemini_retry_initial_s
@@ -161,6 +166,10 @@ class GeminiClient:
         )
         return response
 
+    def take_calls(self) -> list[CallRecord]:
+        """The call records this thread made since its last take (one session's, when sessions share us)."""
+        return self.calls.take()
+
     def _with_retries(self, state: _CallState, contents: Any, config: types.GenerateContentConfig) -> Any:
         s = self.settings
         retrying = Retrying(
@@ -193,6 +202,8 @@ class GeminiClient:
             state.on_fallback = True
         model = self.fallback_model if state.on_fallback else self.model
         state.record.attempts, state.record.model = number, model
+        if self.limiter is not None:
+            self.limiter.acquire()
         try:
             return self._client.models.generate_content(model=model, contents=contents, config=config)
         except genai_errors.APIError as exc:
@@ -221,6 +232,9 @@ class GeminiClient:
             state.switch = state.switch or too_long or state.overloads >= max(1, s.gemini_max_attempts // 2)
         if hint is not None and not state.switch:
             wait = max(wait, hint)
+        exc = rs.outcome.exception() if rs.outcome else None
+        if self.limiter is not None and isinstance(exc, genai_errors.APIError) and exc.code == 429:
+            self.limiter.back_off(wait)  # the quota is the key's: every session pauses, not just this one
         return wait
 
     def _log_retry(self, rs: RetryCallState, state: _CallState) -> None:

@@ -25,7 +25,7 @@ from openai import OpenAI
 
 from emage_agent.config import Settings
 from emage_agent.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
-from emage_agent.vlm.calls import CallRecord, backoff_s
+from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s
 
 log = logging.getLogger("emage_agent.vlm.openai")
 
@@ -86,6 +86,7 @@ class OpenAIClient:
         *,
         retry_initial_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: Any = None,
     ) -> None:
         key = settings.openai_api_key.get_secret_value().strip() if settings.openai_api_key else ""
         base = (settings.openai_base_url or "").strip() or None
@@ -97,7 +98,8 @@ class OpenAIClient:
             )
         self.settings = settings
         self.model = settings.openai_model
-        self.calls: list[CallRecord] = []
+        self.calls = CallLog()
+        self.limiter = limiter
         self._key = key
         self._sleep = sleep
         initial = retry_initial_s if retry_initial_s is not None else settings.openai_retry_initial_s
@@ -192,6 +194,8 @@ class OpenAIClient:
         s = self.settings
         while True:
             record.attempts += 1
+            if self.limiter is not None:
+                self.limiter.acquire()
             try:
                 return self._client.chat.completions.create(model=self.model, messages=messages, **kw)
             except openai.APIStatusError as exc:
@@ -206,6 +210,8 @@ class OpenAIClient:
             if not retryable or record.attempts >= s.openai_max_attempts or budget <= 0:
                 raise self._translate(last, record) from None
             wait = backoff_s(self._retry_initial_s, record.attempts, budget, _retry_after_s(last))
+            if self.limiter is not None and getattr(last, "status_code", None) == 429:
+                self.limiter.back_off(wait)  # the quota is the server's: every session pauses
             log.info(
                 "openai %s: attempt %d failed (%s); retrying in %.2fs",
                 record.purpose,

@@ -1,0 +1,153 @@
+"""Ray as a backend of the GPU queue: one actor per GPU, each holding a resident executor.
+
+The driver keeps everything else: the sessions' loops, their stores, the VLM calls. Only a
+tool call crosses the wire: its arguments and input images go to an actor as PNG bytes, and
+the result comes back the same way, so the driver writes every PNG and every row itself.
+An actor that dies (node lost, OOM, ``ray.kill``) raises ``WorkerLost`` in the driver; the
+``GpuQueue`` drops it and runs the same call on another actor. Nothing of that step had been
+committed, so the session simply continues from its last committed step.
+
+This module imports Ray at the top: import it only when a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from PIL import Image
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from emage_agent import errors
+from emage_agent.config import Settings
+from emage_agent.engine.gpu import GpuQueue, WorkerLost
+from emage_agent.errors import ExecutionFailure, UserError
+from emage_agent.ports import png_bytes
+
+ROLES = ("image", "mask", "control")
+NOT_SHIPPED = {"gemini_api_key", "mcp_token"}  # actors never talk to the VLM: its keys stay on the driver
+ERROR_KINDS = {name: getattr(errors, name) for name in ("ModelMistake", "UserError", "InvalidArgument")}
+
+
+def _image(data: bytes | None) -> Image.Image | None:
+    if data is None:
+        return None
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return img.copy()
+
+
+@ray.remote
+class GpuActor:
+    """One GPU's executor, loaded once and kept resident for every call sent to this actor."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from emage_agent.executor import Executor
+
+        self.settings = Settings(_env_file=None, **settings)
+        self.executor = Executor(self.settings)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, tool: str, args: dict[str, Any], pngs: dict[str, bytes]) -> dict[str, Any]:
+        """Run one tool; images in and out as PNG bytes, EMage's own errors as plain data."""
+        images = {role: _image(data) for role, data in pngs.items()}
+        try:
+            out = self.executor.run(tool, args, images or None)
+        except errors.EmageError as exc:
+            kind = type(exc).__name__
+            return {"error": kind if kind in ERROR_KINDS else "ExecutionFailure", "message": str(exc)}
+        result = {role: (png_bytes(img) if (img := getattr(out, role)) is not None else None) for role in ROLES}
+        return result | {
+            "tool": out.tool,
+            "seed": out.seed,
+            "seconds": out.seconds,
+            "coverage": out.coverage,
+            "note": out.note,
+        }
+
+    def counters(self) -> dict[str, Any]:
+        return self.executor.counters.model_dump(mode="json")
+
+
+class ActorWorker:
+    """The driver's handle on one actor; to the ``GpuQueue`` it looks like an executor."""
+
+    def __init__(self, actor: Any, name: str) -> None:
+        self.actor = actor
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ActorWorker({self.name})"
+
+    def run(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        images: dict[str, Image.Image] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        from emage_agent.executor import ToolOutput
+
+        pngs = {role: png_bytes(img) for role, img in (images or {}).items()}
+        try:
+            reply = ray.get(self.actor.run.remote(tool, args, pngs))
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            raise WorkerLost(f"{self.name} lost: {type(exc).__name__}") from None
+        if "error" in reply:
+            raise ERROR_KINDS.get(reply["error"], ExecutionFailure)(reply["message"])
+        images_out = {role: _image(reply[role]) for role in ROLES}
+        return ToolOutput(
+            tool=reply["tool"],
+            seed=reply["seed"],
+            seconds=reply["seconds"],
+            coverage=reply["coverage"],
+            note=reply["note"],
+            **images_out,
+        )
+
+
+def connect(address: str) -> None:
+    """Join or start Ray: ``auto`` (a running cluster), ``local`` (start one here) or an address."""
+    if ray.is_initialized():
+        return
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot reach a Ray cluster at {address!r}: {first}", field="--ray") from None
+
+
+def start_actors(settings: Settings, count: int | None = None) -> list[ActorWorker]:
+    """One actor per GPU of the cluster (``count`` overrides; CPU actors when there is no GPU)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = gpus > 0 and settings.device != "cpu"
+    count = count or (gpus if use_gpu else 1)
+    if count < 1:
+        raise UserError("must be at least 1", field="--ray-actors")
+    shipped = settings.model_dump(exclude=NOT_SHIPPED)
+    resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+    workers = []
+    for i in range(count):
+        actor = GpuActor.options(max_restarts=0, max_task_retries=0, **resources).remote(shipped)
+        workers.append(ActorWorker(actor, f"gpu-actor-{i}"))
+    try:
+        ray.get([w.actor.pid.remote() for w in workers], timeout=600)  # fail here, not mid-batch
+    except Exception as exc:
+        raise ExecutionFailure(f"the GPU actors did not start: {type(exc).__name__}: {exc}") from None
+    return workers
+
+
+def cluster_queue(settings: Settings, address: str, actors: int | None = None) -> GpuQueue:
+    """A ``GpuQueue`` whose workers are this cluster's GPU actors."""
+    connect(address)
+    return GpuQueue(workers=start_actors(settings, actors))
