@@ -41,6 +41,7 @@ class Agent:
         selector_config: strategy.SelectorConfig | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
         limiter: Any = None,
+        calls: CallLog | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.root = Path(root) if root is not None else self.settings.session_root
@@ -49,7 +50,9 @@ class Agent:
         self._rewriter = rewriter
         self._planner_factory = planner_factory
         self._vlms: dict[str, VLM] = {}
-        self._calls = CallLog()  # every backend's call records, in order; each session takes its thread's
+        # Every backend's call records, in order; each session takes its thread's share. Agents that share
+        # another's VLM collaborators (one per UI run) pass its log, so their sessions see their calls.
+        self.calls = calls if calls is not None else CallLog()
         self.limiter = limiter  # shared VLM rate limit (``engine.RateLimiter``) when sessions run side by side
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
         self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
@@ -69,7 +72,7 @@ class Agent:
         name = choose(self.settings, role)
         if name not in self._vlms:
             backend = open_vlm(self.settings, name, limiter=self.limiter)
-            backend.share_calls(self._calls)
+            backend.share_calls(self.calls)
             self._vlms[name] = backend
         return self._vlms[name]
 
@@ -100,7 +103,7 @@ class Agent:
 
         Per thread, because sessions running side by side share this agent's clients, each in its own
         thread: one session must not book another's calls."""
-        return [c.model_dump(mode="json") for c in self._calls.take()]
+        return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
         planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None

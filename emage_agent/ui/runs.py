@@ -103,6 +103,7 @@ class Studio:
             rewriter=base.rewriter,
             planner_factory=base._new_planner,
             selector_config=base.selector_config,
+            calls=base.calls,
             on_event=run.on_event,
         )
 
