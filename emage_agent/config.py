@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     session_root: Path = Path("emage-sessions")
     mcp_token: SecretStr | None = None
+    # Host names the MCP HTTP server answers to besides its bind address (EMAGE_MCP_ALLOWED_HOSTS='["a.lan"]').
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -10,6 +10,11 @@ are committed in one transaction. ``kill -9`` therefore loses at most the step i
 its orphaned files are overwritten by the next commit of that step number and dead temp
 files are removed on open. ``summary.json`` is rewritten atomically after every change.
 
+All or nothing: a session is built under a hidden temporary name (``.new-<id>.<pid>``) and renamed
+into place once its database is complete, so ``kill -9`` during creation leaves no half session a
+``resume`` would trip on; the leftover is swept by the next creation and named as such if opened.
+One writer at a time: ``writing()`` holds the session's lock file (``writer.lock``) for a run.
+
 Secrets: nothing in the store may hold an API key. Every string that reaches the database
 or ``summary.json`` passes through :func:`scrub`.
 
@@ -22,6 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -37,12 +45,14 @@ from emage_agent.session.files import REDACTED as REDACTED
 from emage_agent.session.files import (
     atomic_file,
     atomic_write_bytes,
-    new_session_dir,
+    fsync_dir,
+    new_session_id,
+    pid_alive,
     remove_dead_temps,
     scrub,
     utc_now,
 )
-from emage_agent.session.files import new_session_id as new_session_id
+from emage_agent.session.lock import WriterLock
 from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
 from emage_agent.session.records import Veto as Veto
 from emage_agent.session.schema import JSON_COLS, connect, migrate
@@ -50,6 +60,34 @@ from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
 DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
 NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
+_NEW_DIR = re.compile(r"^\.new-(.+)\.(\d+)$")  # a session being created: .new-<id>.<pid>
+
+
+def _damaged(session_dir: Path, what: str) -> UserError:
+    return UserError(f"{session_dir} is damaged and cannot be opened: {what}", field="session")
+
+
+def _session_root(root: Path) -> Path:
+    """The folder sessions are made in, created if needed; a ``UserError`` when it cannot hold them."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{root} is not a folder; sessions are made inside a folder", field="session root") from None
+    except OSError as exc:
+        raise UserError(f"cannot create {root}: {exc.strerror or exc}", field="session root") from None
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; sessions are made inside a folder", field="session root")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UserError(f"{root} is not writable; choose a folder you can write in", field="session root")
+    return root
+
+
+def _sweep_unfinished(root: Path) -> None:
+    """Remove sessions whose creation was interrupted (their creator is no longer running)."""
+    for entry in root.iterdir():
+        match = _NEW_DIR.match(entry.name)
+        if match and entry.is_dir() and not pid_alive(int(match.group(2))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 class SessionStore:
@@ -60,6 +98,7 @@ class SessionStore:
         self._conn = conn
         self._lock = threading.RLock()
         self.id: str = conn.execute("SELECT id FROM session").fetchone()[0]
+        self._writer = WriterLock(session_dir)
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
@@ -67,22 +106,34 @@ class SessionStore:
         """Make ``<root>/<new id>/`` with its database, and return the open store."""
         if not original_prompt.strip():
             raise UserError("the prompt is empty", field="prompt")
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        session_dir = new_session_dir(root)
-        sid = session_dir.name
-        for sub in ROLE_DIRS.values():
-            (session_dir / sub).mkdir()
-        conn = connect(session_dir / DB_NAME)
-        migrate(conn)
-        prompt, opts = scrub(original_prompt), json.dumps(scrub(options or {}), sort_keys=True)
-        now = utc_now()
-        conn.execute(
-            "INSERT INTO session (id, original_prompt, current_prompt, options, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, prompt, prompt, opts, now, now),
-        )
-        store = cls(session_dir, conn)
+        root = _session_root(Path(root)).resolve()
+        _sweep_unfinished(root)
+        while (root / (sid := new_session_id())).exists():
+            pass
+        building = root / f".new-{sid}.{os.getpid()}"
+        try:
+            building.mkdir()
+            for sub in ROLE_DIRS.values():
+                (building / sub).mkdir()
+            conn = connect(building / DB_NAME)
+            try:
+                migrate(conn)
+                prompt, opts = scrub(original_prompt), json.dumps(scrub(options or {}), sort_keys=True)
+                now = utc_now()
+                conn.execute(
+                    "INSERT INTO session (id, original_prompt, current_prompt, options, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (sid, prompt, prompt, opts, now, now),
+                )
+            finally:
+                conn.close()
+            fsync_dir(building)
+            os.rename(building, root / sid)
+            fsync_dir(root)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        store = cls.open(root / sid)
         store.write_summary()
         return store
 
@@ -90,26 +141,62 @@ class SessionStore:
     def open(cls, session_dir: Path) -> SessionStore:
         """Open an existing session directory; a ``UserError`` says what is wrong if it is not one."""
         session_dir = Path(session_dir).resolve()
+        if _NEW_DIR.match(session_dir.name):
+            raise UserError(
+                f"{session_dir} is a session whose creation was interrupted; nothing was committed in it, "
+                "delete it and start again",
+                field="session",
+            )
         if not (session_dir / DB_NAME).is_file():
+            if any((session_dir / sub).is_dir() for sub in ROLE_DIRS.values()):
+                raise UserError(
+                    f"{session_dir} was never completely created (no {DB_NAME}); nothing was committed in it, "
+                    "delete it and start again",
+                    field="session",
+                )
             raise UserError(f"{session_dir} is not an EMage session directory (no {DB_NAME})", field="session")
+        conn: sqlite3.Connection | None = None
         try:
             conn = connect(session_dir / DB_NAME)
             migrate(conn)
             if conn.execute("SELECT COUNT(*) FROM session").fetchone()[0] != 1:
-                raise UserError(f"{session_dir / DB_NAME} holds no session", field="session")
+                raise _damaged(session_dir, f"{DB_NAME} holds no session")
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise _damaged(session_dir, f"{DB_NAME} is corrupt ({'; '.join(problems)[:200]})")
+            for table in ("step", "artifact", "gemini_call"):
+                conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+            if not isinstance(json.loads(conn.execute("SELECT options FROM session").fetchone()[0]), dict):
+                raise ValueError("not an object")
         except sqlite3.DatabaseError as exc:
-            raise UserError(
-                f"{session_dir / DB_NAME} is not a readable session database: {exc}", field="session"
-            ) from None
+            if conn is not None:
+                conn.close()
+            raise _damaged(session_dir, f"{DB_NAME} is not a readable session database ({exc})") from None
+        except (ValueError, TypeError) as exc:
+            if conn is not None:
+                conn.close()
+            raise _damaged(session_dir, f"its options are not a JSON object ({exc})") from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         for sub in (".", *ROLE_DIRS.values()):
             folder = session_dir / sub
-            folder.mkdir(exist_ok=True)
-            remove_dead_temps(folder)
+            try:
+                folder.mkdir(exist_ok=True)
+                remove_dead_temps(folder)
+            except OSError as exc:
+                conn.close()
+                raise _damaged(session_dir, f"{sub}/ is not a usable folder ({exc.strerror or exc})") from None
         return cls(session_dir, conn)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold this session's writer lock for a run; ``SessionBusy`` naming the holder's pid if taken."""
+        return self._writer.held()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -335,13 +422,28 @@ class SessionStore:
         return found[0]
 
     def artifact_path(self, artifact_id: str) -> Path:
-        return self.dir / self.artifact(artifact_id).path
+        """The artifact's file, resolved and proven to lie inside the session directory.
+
+        Why resolve here: every reader (resources, thumbnails, the loop) comes through this one place, so
+        an artifact row or a symlink that points elsewhere (``/etc/passwd``) is refused for all of them.
+        """
+        rel = self.artifact(artifact_id).path
+        try:
+            resolved = (self.dir / rel).resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise _damaged(self.dir, f"{rel} cannot be read ({exc.__class__.__name__})") from None
+        if not resolved.is_relative_to(self.dir) or not resolved.is_file():
+            raise UserError(f"artifact {artifact_id!r} does not lead to a file inside the session", field="artifact_id")
+        return resolved
 
     def load_image(self, artifact_id: str) -> Image.Image:
         path = self.artifact_path(artifact_id)
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except (OSError, Image.DecompressionBombError) as exc:  # truncated, unreadable, replaced by a folder
+            raise _damaged(self.dir, f"{self.artifact(artifact_id).path} is not a readable image ({exc})") from None
 
     def latest(self, role: Role = "mask") -> Artifact | None:
         return next(iter(self._artifacts("WHERE role = ? ORDER BY step DESC LIMIT 1", (role,))), None)

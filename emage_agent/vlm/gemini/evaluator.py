@@ -3,22 +3,25 @@
 Why a separate answer model: ``Evaluation`` is the project's public format, strict on purpose; the answer
 schema only steers the model (issues before the score, so it commits to problems before it scores) and
 adds ``feedback_index`` to tie an issue to a user remark. Out-of-range answers fail the SDK's parse and are
-recovered (and clamped) by ``parsing.read_evaluation``.
+read by ``parsing.read_evaluation``: issues leniently, the score strictly (malformed: asked again once).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from emage_agent.errors import UnreadableAnswer
 from emage_agent.evaluation import Evaluation, Issue, IssueCategory
 from emage_agent.resources import load_prompt
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.gemini.parsing import read_evaluation
 
 log = logging.getLogger("emage_agent.vlm.gemini")
+ANSWER_ATTEMPTS = 2  # a malformed evaluation (no score in [0, 1]) is asked for again once
 
 
 class IssueAnswer(BaseModel):
@@ -105,11 +108,25 @@ class Evaluator:
             response_schema=EvaluationAnswer,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
-        response = self.client.generate("evaluate", contents, config)
-        evaluation, tied, how = read_evaluation(response.parsed, _answer_text(response))
+        evaluation, tied, how = self._ask(contents, config)
         if how != "structured":
             log.warning("gemini evaluation read from %s (structured output did not parse)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
+
+    def _ask(self, contents: Any, config: types.GenerateContentConfig) -> tuple[Evaluation, dict[int, Issue], str]:
+        """Ask, and ask once more when the answer is malformed; a second bad answer is ``UnreadableAnswer``."""
+        for attempt in range(1, ANSWER_ATTEMPTS + 1):
+            response = self.client.generate("evaluate", contents, config)
+            try:
+                return read_evaluation(response.parsed, _answer_text(response))
+            except UnreadableAnswer as exc:
+                if self.client.calls:  # the call log says this answer was unusable, not a success
+                    self.client.calls[-1].ok = False
+                    self.client.calls[-1].error = self.client.scrub(f"malformed answer: {exc}")[:400]
+                if attempt == ANSWER_ATTEMPTS:
+                    raise UnreadableAnswer(f"{self.client.scrub(str(exc))} (after {attempt} answers)") from None
+                log.warning("gemini evaluation malformed (%s); asking again", self.client.scrub(str(exc))[:200])
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _answer_text(response: types.GenerateContentResponse) -> str:
