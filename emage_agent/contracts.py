@@ -126,7 +126,8 @@ def validate_arguments(name: str, arguments: dict[str, Any] | None) -> dict[str,
             raise InvalidArgument(f"{name} takes no argument {top!r}; it takes {', '.join(sorted(props))}", field=top)
         if err.validator == "required":
             raise InvalidArgument(f"{name} requires it", field=field)
-        allowed = _allowed(props.get(top, {})) if top in props else ""
+        states_limit = err.validator in ("maxLength", "minLength", "maxItems", "minItems")
+        allowed = _allowed(props.get(top, {})) if top in props and not states_limit else ""
         raise InvalidArgument(describe_error(err) + (f" (allowed: {allowed})" if allowed else ""), field=field)
     return {**contract.defaults(), **args}
 

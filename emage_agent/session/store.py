@@ -60,6 +60,7 @@ from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
 DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
 NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
+_DISK_ERRORS = (10, 13)  # SQLITE_IOERR, SQLITE_FULL: the storage failed, the database may be fine
 _NEW_DIR = re.compile(r"^\.new-(.+)\.(\d+)$")  # a session being created: .new-<id>.<pid>
 
 
@@ -171,6 +172,10 @@ class SessionStore:
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DISK_ERRORS:  # the disk, not the session, is at fault
+                raise ExecutionFailure(
+                    f"{session_dir / DB_NAME} could not be read or written ({exc}); is the disk full?"
+                )
             raise _damaged(session_dir, f"{DB_NAME} is not a readable session database ({exc})") from None
         except (ValueError, TypeError) as exc:
             if conn is not None:
