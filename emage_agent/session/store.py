@@ -175,7 +175,7 @@ class SessionStore:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DISK_ERRORS:  # the disk, not the session, is at fault
                 raise ExecutionFailure(
                     f"{session_dir / DB_NAME} could not be read or written ({exc}); is the disk full?"
-                )
+                ) from None
             raise _damaged(session_dir, f"{DB_NAME} is not a readable session database ({exc})") from None
         except (ValueError, TypeError) as exc:
             if conn is not None:
