@@ -444,7 +444,9 @@ def serve(
 
     settings = settings or load_settings()
     server = build_server(
-        agent_factory or _default_factory(settings), root=None if agent_factory else settings.session_root
+        agent_factory or _default_factory(settings),
+        root=None if agent_factory else settings.session_root,
+        max_open_sessions=settings.mcp_open_sessions,
     )
     install_log_scrubber()
     if transport == "stdio":

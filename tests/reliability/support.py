@@ -63,7 +63,7 @@ def stored_session(root: Path, scores: list[float] | None = None, **options: Any
     """A real stored session (first image generated and scored) made with scripted collaborators."""
     agent = scripted_agent(root, scores or [0.5])
     session = agent.start("a red fox on a blue car", planner="selector", iterations=2, **{**SMALL, **options})
-    session.close()
+    session.store.close()
     return session.dir
 
 

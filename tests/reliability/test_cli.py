@@ -97,7 +97,7 @@ def test_a_truncated_image_is_named_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(Exception) as info:
         opened.store.load_image("s1-image")
     assert "damaged" in str(info.value) and "step-001.png" in str(info.value)
-    opened.close()
+    opened.store.close()
 
 
 def test_a_kill_during_creation_leaves_no_half_session(tmp_path: Path) -> None:
@@ -137,10 +137,10 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     assert result.returncode == 3, result.stderr
     assert f"process {os.getpid()}" in line
     steps_before = len(session.store.steps())
-    session.close()
+    session.store.close()
     reopened = scripted_agent(root).open(session_dir)
     assert len(reopened.store.steps()) == steps_before  # the refused writer wrote nothing
-    reopened.close()
+    reopened.store.close()
 
 
 def test_an_oversized_prompt_states_the_limit_not_the_prompt(tmp_path: Path) -> None:
