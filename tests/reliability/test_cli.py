@@ -31,13 +31,15 @@ def _bad_options(session: Path) -> None:
 
 
 def _corrupt_pages(session: Path) -> None:
+    """Garbage over the step table's pages only: opening reads other pages and still works."""
     db = session / "session.db"
     with sqlite3.connect(db) as conn:  # fold the WAL in, so the pages below are the database's own
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'step'").fetchone()[0]
     data = bytearray(db.read_bytes())
-    page = 4096
-    for start in range(page, len(data), page):  # every page after the header page
-        data[start : start + 64] = b"\xa5" * 64
+    start = (root - 1) * page
+    data[start : start + page] = b"\xa5" * page
     db.write_bytes(bytes(data))
 
 
