@@ -33,7 +33,6 @@ import itertools
 import logging
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,8 @@ from emage_agent.mcp.schemas import (
     check_schema,
     contract_schema,
 )
+from emage_agent.mcp.sessions import MAX_OPEN_SESSIONS as MAX_OPEN_SESSIONS
+from emage_agent.mcp.sessions import OpenSessions
 from emage_agent.paths import is_artifact_id, resolve_image_arg, resolve_session_dir
 from emage_agent.redact import install_log_scrubber, one_line
 from emage_agent.session import SessionStore
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KEYWORDS = ("current", "latest")  # artifact names the contracts define, resolved by the session
-MAX_OPEN_SESSIONS = 32  # sessions kept open between calls; each holds a database and its WAL files
 ARTIFACT_URI = "emage://sessions/{session_id}/artifacts/{artifact_id}"
 _ARTIFACT_URI_RE = re.compile(r"^emage://sessions/(?P<session_id>[^/]+)/artifacts/(?P<artifact_id>[^/]+)$")
 
@@ -98,45 +98,6 @@ def _has(session: Session, artifact_id: str) -> bool:
     except UserError:
         return False
     return True
-
-
-class OpenSessions:
-    """The sessions the server keeps open between calls: at most ``capacity``, least recently used closed first.
-
-    Why bounded: every open session holds its SQLite database (and WAL files); a server that kept every
-    session it ever touched died at the descriptor limit. Closing is safe: the store holds nothing that
-    is not on disk, and a later call opens the session again.
-    """
-
-    def __init__(self, capacity: int = MAX_OPEN_SESSIONS) -> None:
-        self.capacity = max(1, capacity)
-        self._open: OrderedDict[Path, Session] = OrderedDict()
-        self._guard = threading.Lock()
-
-    def get(self, path: Path, opener: Callable[[Path], Session]) -> Session:
-        with self._guard:
-            if path in self._open:
-                self._open.move_to_end(path)
-                return self._open[path]
-        return self.put(path, opener(path))
-
-    def put(self, path: Path, session: Session) -> Session:
-        with self._guard:
-            old = self._open.pop(path, None)
-            self._open[path] = session
-            evicted = [self._open.popitem(last=False)[1] for _ in range(len(self._open) - self.capacity)]
-        for gone in [*evicted, *([old] if old is not None and old is not session else [])]:
-            gone.close()
-        return session
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def close_all(self) -> None:
-        with self._guard:
-            sessions, self._open = list(self._open.values()), OrderedDict()
-        for session in sessions:
-            session.close()
 
 
 @dataclass(frozen=True)

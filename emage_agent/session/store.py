@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -45,50 +42,18 @@ from emage_agent.session.files import REDACTED as REDACTED
 from emage_agent.session.files import (
     atomic_file,
     atomic_write_bytes,
-    fsync_dir,
-    new_session_id,
-    pid_alive,
-    remove_dead_temps,
     scrub,
     utc_now,
 )
+from emage_agent.session.lifecycle import build_session, damaged, open_database
 from emage_agent.session.lock import WriterLock
 from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
 from emage_agent.session.records import Veto as Veto
-from emage_agent.session.schema import JSON_COLS, connect, migrate
+from emage_agent.session.schema import JSON_COLS
 from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
-DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
+SUMMARY_NAME = "summary.json"
 NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
-_DISK_ERRORS = (10, 13)  # SQLITE_IOERR, SQLITE_FULL: the storage failed, the database may be fine
-_NEW_DIR = re.compile(r"^\.new-(.+)\.(\d+)$")  # a session being created: .new-<id>.<pid>
-
-
-def _damaged(session_dir: Path, what: str) -> UserError:
-    return UserError(f"{session_dir} is damaged and cannot be opened: {what}", field="session")
-
-
-def _session_root(root: Path) -> Path:
-    """The folder sessions are made in, created if needed; a ``UserError`` when it cannot hold them."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UserError(f"{root} is not a folder; sessions are made inside a folder", field="session root") from None
-    except OSError as exc:
-        raise UserError(f"cannot create {root}: {exc.strerror or exc}", field="session root") from None
-    if not root.is_dir():
-        raise UserError(f"{root} is not a folder; sessions are made inside a folder", field="session root")
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise UserError(f"{root} is not writable; choose a folder you can write in", field="session root")
-    return root
-
-
-def _sweep_unfinished(root: Path) -> None:
-    """Remove sessions whose creation was interrupted (their creator is no longer running)."""
-    for entry in root.iterdir():
-        match = _NEW_DIR.match(entry.name)
-        if match and entry.is_dir() and not pid_alive(int(match.group(2))):
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 class SessionStore:
@@ -107,34 +72,8 @@ class SessionStore:
         """Make ``<root>/<new id>/`` with its database, and return the open store."""
         if not original_prompt.strip():
             raise UserError("the prompt is empty", field="prompt")
-        root = _session_root(Path(root)).resolve()
-        _sweep_unfinished(root)
-        while (root / (sid := new_session_id())).exists():
-            pass
-        building = root / f".new-{sid}.{os.getpid()}"
-        try:
-            building.mkdir()
-            for sub in ROLE_DIRS.values():
-                (building / sub).mkdir()
-            conn = connect(building / DB_NAME)
-            try:
-                migrate(conn)
-                prompt, opts = scrub(original_prompt), json.dumps(scrub(options or {}), sort_keys=True)
-                now = utc_now()
-                conn.execute(
-                    "INSERT INTO session (id, original_prompt, current_prompt, options, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (sid, prompt, prompt, opts, now, now),
-                )
-            finally:
-                conn.close()
-            fsync_dir(building)
-            os.rename(building, root / sid)
-            fsync_dir(root)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
-        store = cls.open(root / sid)
+        session_dir = build_session(Path(root), scrub(original_prompt), scrub(options or {}))
+        store = cls.open(session_dir)
         store.write_summary()
         return store
 
@@ -142,58 +81,7 @@ class SessionStore:
     def open(cls, session_dir: Path) -> SessionStore:
         """Open an existing session directory; a ``UserError`` says what is wrong if it is not one."""
         session_dir = Path(session_dir).resolve()
-        if _NEW_DIR.match(session_dir.name):
-            raise UserError(
-                f"{session_dir} is a session whose creation was interrupted; nothing was committed in it, "
-                "delete it and start again",
-                field="session",
-            )
-        if not (session_dir / DB_NAME).is_file():
-            if any((session_dir / sub).is_dir() for sub in ROLE_DIRS.values()):
-                raise UserError(
-                    f"{session_dir} was never completely created (no {DB_NAME}); nothing was committed in it, "
-                    "delete it and start again",
-                    field="session",
-                )
-            raise UserError(f"{session_dir} is not an EMage session directory (no {DB_NAME})", field="session")
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(session_dir / DB_NAME)
-            migrate(conn)
-            if conn.execute("SELECT COUNT(*) FROM session").fetchone()[0] != 1:
-                raise _damaged(session_dir, f"{DB_NAME} holds no session")
-            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-            if problems != ["ok"]:
-                raise _damaged(session_dir, f"{DB_NAME} is corrupt ({'; '.join(problems)[:200]})")
-            for table in ("step", "artifact", "gemini_call"):
-                conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
-            if not isinstance(json.loads(conn.execute("SELECT options FROM session").fetchone()[0]), dict):
-                raise ValueError("not an object")
-        except sqlite3.DatabaseError as exc:
-            if conn is not None:
-                conn.close()
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DISK_ERRORS:  # the disk, not the session, is at fault
-                raise ExecutionFailure(
-                    f"{session_dir / DB_NAME} could not be read or written ({exc}); is the disk full?"
-                ) from None
-            raise _damaged(session_dir, f"{DB_NAME} is not a readable session database ({exc})") from None
-        except (ValueError, TypeError) as exc:
-            if conn is not None:
-                conn.close()
-            raise _damaged(session_dir, f"its options are not a JSON object ({exc})") from None
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            raise
-        for sub in (".", *ROLE_DIRS.values()):
-            folder = session_dir / sub
-            try:
-                folder.mkdir(exist_ok=True)
-                remove_dead_temps(folder)
-            except OSError as exc:
-                conn.close()
-                raise _damaged(session_dir, f"{sub}/ is not a usable folder ({exc.strerror or exc})") from None
-        return cls(session_dir, conn)
+        return cls(session_dir, open_database(session_dir))
 
     def close(self) -> None:
         with self._lock:
@@ -436,7 +324,7 @@ class SessionStore:
         try:
             resolved = (self.dir / rel).resolve(strict=True)
         except (OSError, RuntimeError) as exc:
-            raise _damaged(self.dir, f"{rel} cannot be read ({exc.__class__.__name__})") from None
+            raise damaged(self.dir, f"{rel} cannot be read ({exc.__class__.__name__})") from None
         if not resolved.is_relative_to(self.dir) or not resolved.is_file():
             raise UserError(f"artifact {artifact_id!r} does not lead to a file inside the session", field="artifact_id")
         return resolved
@@ -448,7 +336,7 @@ class SessionStore:
                 img.load()
                 return img.copy()
         except (OSError, Image.DecompressionBombError) as exc:  # truncated, unreadable, replaced by a folder
-            raise _damaged(self.dir, f"{self.artifact(artifact_id).path} is not a readable image ({exc})") from None
+            raise damaged(self.dir, f"{self.artifact(artifact_id).path} is not a readable image ({exc})") from None
 
     def latest(self, role: Role = "mask") -> Artifact | None:
         return next(iter(self._artifacts("WHERE role = ? ORDER BY step DESC LIMIT 1", (role,))), None)

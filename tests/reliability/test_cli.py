@@ -106,15 +106,11 @@ def test_a_kill_during_creation_leaves_no_half_session(tmp_path: Path) -> None:
     """Item 8: kill -9 in the middle of creating a session leaves nothing ``resume`` trips on; the leftover
     is named as such and swept by the next creation."""
     root = tmp_path / "sessions"
-    script = (
+    script = (  # killed at the first fsync EMage asks for: the database is written, the session not yet complete
         "import os, sys\n"
-        "from emage_agent.session import store\n"
-        "real = store.migrate\n"
-        "def migrate_then_die(conn):\n"
-        "    real(conn)\n"
-        "    os.kill(os.getpid(), 9)\n"
-        "store.migrate = migrate_then_die\n"
-        "store.SessionStore.create(sys.argv[1], 'a red fox')\n"
+        "from emage_agent.session import SessionStore\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), 9)\n"
+        "SessionStore.create(sys.argv[1], 'a red fox')\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(root)], env=env(root), capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL
