@@ -157,6 +157,7 @@ class SessionLoop:
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
         with self.running():
+            self.options = RunOptions(**self.store.info.options)  # another writer may have changed them since
             if iterations is not None:
                 self.options = self.options.model_copy(update={"iterations": self.view.iterations_done() + iterations})
                 self.store.update_options({"iterations": self.options.iterations})
