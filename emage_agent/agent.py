@@ -8,24 +8,28 @@ never lost, and a regression is rolled back so the next edit starts from the bes
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from PIL import Image
 
 from emage_agent import strategy
-from emage_agent.contracts import TOOL_NAMES
+from emage_agent.contracts import TOOL_NAMES, get_contract
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation
 from emage_agent.feedback import as_request, with_request
 from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.ports import RunsTools, png_bytes
+from emage_agent.redact import scrub
 from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepRecord
 from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
+log = logging.getLogger(__name__)
 
 
 class SessionLoop:
@@ -58,7 +62,7 @@ class SessionLoop:
     # ---- small helpers -------------------------------------------------------------
     def _emit(self, kind: str, message: str, **data: Any) -> None:
         if self._emit_fn is not None:
-            self._emit_fn(AgentEvent(kind=kind, message=message, data=data))  # type: ignore[arg-type]
+            self._emit_fn(AgentEvent(kind=kind, message=scrub(message), data=scrub(data)))  # type: ignore[arg-type]
 
     def budget(self) -> strategy.BudgetState:
         info = self.store.info
@@ -116,8 +120,37 @@ class SessionLoop:
         return evaluation
 
     # ---- one iteration -------------------------------------------------------------
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The session's writer lock and its status: "running" inside, never left so when anything escapes.
+
+        Why one guard for the start and the loop: a first evaluation that fails for good used to leave a
+        session "running" forever. A failure to write the final status (disk full) never hides the error
+        that is already on its way out.
+        """
+        with self.store.writing():
+            self.store.set_status("running")
+            try:
+                yield
+            except Exception as exc:
+                self._final_status("failed", f"failure: {exc}")
+                raise
+            except BaseException:
+                self._final_status("interrupted", "interrupted")
+                raise
+
+    def _final_status(self, status: Any, reason: str) -> None:
+        try:
+            self.store.set_status(status, stopped_because=reason)
+        except Exception as exc:  # noqa: BLE001 - the error in flight matters more than this record
+            log.warning("could not record the session's %s status: %r", status, exc)
+
     def start(self) -> None:
         """First image of a new session: generate with the user's prompt and evaluate it."""
+        with self.running():
+            self._first_image()
+
+    def _first_image(self) -> None:
         args = self.options.generate_args(self.store.info.original_prompt)
         report = self.execute(ToolCall(name="generate", args=args), decision={"strategy": "initial"}, vetoes=[])
         if not report.ok:
@@ -126,13 +159,13 @@ class SessionLoop:
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
-        if iterations is not None:
-            self.options = self.options.model_copy(update={"iterations": self.view.iterations_done() + iterations})
-            self.store.update_options({"iterations": self.options.iterations})
-        self.store.set_status("running")
-        try:
+        with self.running():
+            self.options = RunOptions(**self.store.info.options)  # another writer may have changed them since
+            if iterations is not None:
+                self.options = self.options.model_copy(update={"iterations": self.view.iterations_done() + iterations})
+                self.store.update_options({"iterations": self.options.iterations})
             if self.view.image_step() is None:
-                self.start()
+                self._first_image()
             while True:
                 evaluation = self.evaluate_head()
                 stop = strategy.should_stop(
@@ -157,12 +190,6 @@ class SessionLoop:
                 if not self.iterate(evaluation, requests):
                     self.store.set_status("done", stopped_because="threshold")
                     break
-        except ExecutionFailure as exc:
-            self.store.set_status("failed", stopped_because=f"failure: {exc}")
-            raise
-        except BaseException:
-            self.store.set_status("interrupted", stopped_because="interrupted")
-            raise
         return self.store.summary()
 
     def _note_threshold(self, stop: strategy.StopDecision) -> None:
@@ -303,7 +330,7 @@ class SessionLoop:
                 for err in result.errors:
                     vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
                 feedback = "; ".join(problems) or "no tool call was proposed"
-        fallback = strategy.fallback_call(rec, prompt)
+        fallback = strategy.fallback_call(rec, prompt, defaults=self.session_args)
         verdict = strategy.review(
             self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
         )
@@ -323,10 +350,23 @@ class SessionLoop:
             args.setdefault("strength", rec.strength)
         if call.name in ("canny_edit", "depth_edit", "inpaint") and "image" in args and args["image"] != "current":
             args["image"] = "current"  # edits always start from the best image
-        if call.name == "generate":
-            args.setdefault("width", self.options.width)
-            args.setdefault("height", self.options.height)
+        for key, value in self.session_args(call.name).items():
+            args.setdefault(key, value)
         return call.model_copy(update={"args": args})
+
+    def session_args(self, tool: str) -> dict[str, Any]:
+        """What the session's own options say for ``tool`` (size, steps, guidance), before any contract default.
+
+        Why: a call that leaves them out must run like the session (a small CPU session stays small), not
+        with the contract's defaults for the full model. Guidance carries over only to ``generate``: the
+        edit models have their own scales.
+        """
+        opts = self.options
+        props = get_contract(tool).parameters.get("properties", {})
+        wanted = {"steps": opts.steps}
+        if tool == "generate":
+            wanted |= {"width": opts.width, "height": opts.height, "guidance": opts.guidance}
+        return {k: v for k, v in wanted.items() if v is not None and k in props}
 
     def _plan(
         self, rec: Recommendation, evaluation: Evaluation, history: list[HistoryEntry], feedback: str | None

@@ -7,6 +7,7 @@ models load once per process), one client per VLM backend in use (``EMAGE_VLM`` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,18 @@ from emage_agent.evaluation import Evaluation
 from emage_agent.options import AgentEvent, parse_options
 from emage_agent.planning import ToolCall
 from emage_agent.ports import png_bytes
+from emage_agent.redact import remember_settings
 from emage_agent.session import SessionStore
 from emage_agent.vlm import VLM, CallLog, Role, choose, open_vlm
+
+log = logging.getLogger(__name__)
+# What a continuing session may change (they apply to the next steps) and what it may not, with why.
+CONTINUING_OPTIONS = ("iterations", "threshold", "steps", "guidance", "planner", "max_vlm_calls", "max_gpu_seconds")
+FIXED_OPTIONS = {
+    "width": "the size is fixed by the session's first image; every edit keeps it",
+    "height": "the size is fixed by the session's first image; every edit keeps it",
+    "seed": "the seed belongs to the session's first image, which already exists",
+}
 
 
 class Agent:
@@ -44,6 +55,7 @@ class Agent:
         calls: CallLog | None = None,
     ) -> None:
         self.settings = settings or load_settings()
+        remember_settings(self.settings)  # configured secrets are scrubbed from everything that leaves
         self.root = Path(root) if root is not None else self.settings.session_root
         self._executor = executor
         self._evaluator = evaluator
@@ -139,8 +151,10 @@ class Agent:
         session = self.create(prompt, **options)
         try:
             session.loop.start()
-        finally:
-            session.write_report()
+        except BaseException:
+            session.try_report()
+            raise
+        session.write_report()
         return session
 
     def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
@@ -149,6 +163,7 @@ class Agent:
         if not prompt:
             raise UserError("the prompt is empty; say what the image should show", field="prompt")
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
+        opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
         return Session(self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json")))
 
@@ -165,14 +180,25 @@ class Agent:
     def run_tool(self, tool: str, args: dict[str, Any], session: Session | None = None) -> dict[str, Any]:
         """One tool in a session, outside the loop (MCP, scripts). ``generate`` may start a session."""
         args = validate_arguments(tool, args)
+        created = session is None
         if session is None:
             if tool != "generate":
                 raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
             options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
             store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})
             session = Session(self, store)
+        try:
+            return self._run_one(session, tool, args)
+        finally:
+            if created:  # the caller holds no handle to it; it opens the session again by id when it needs it
+                session.close()
+
+    @staticmethod
+    def _run_one(session: Session, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         loop = session.loop
-        report = loop.execute(ToolCall(name=tool, args=args), decision={"strategy": "direct"}, vetoes=[])
+        with loop.running():
+            report = loop.execute(ToolCall(name=tool, args=args), decision={"strategy": "direct"}, vetoes=[])
+            session.store.set_status("done", stopped_because="tool call")
         session.write_report()
         head = session.store.head()
         artifact = report.artifact_id
@@ -213,9 +239,27 @@ class Session:
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         try:
-            return self.loop.run(iterations)
-        finally:
-            self.write_report()
+            summary = self.loop.run(iterations)
+        except BaseException:
+            self.try_report()
+            raise
+        self.write_report()
+        return summary
+
+    def configure(self, **changes: Any) -> None:
+        """Change options of a continuing session; they apply to the next steps.
+
+        Size and seed belong to the first image and are refused with the reason (``UserError``).
+        """
+        for key in changes:
+            if key in FIXED_OPTIONS:
+                raise UserError(f"cannot change for a continuing session: {FIXED_OPTIONS[key]}", field=key)
+            if key not in CONTINUING_OPTIONS:
+                raise UserError(f"not an option; a continuing session takes {', '.join(CONTINUING_OPTIONS)}", field=key)
+        merged = parse_options(**{**self.store.info.options, **changes})
+        with self.store.writing():
+            self.store.update_options({k: getattr(merged, k) for k in changes})
+        self._loop = None  # rebuilt from the stored options (a new planner choice included)
 
     def step(self) -> dict[str, Any]:
         """One more iteration of the automatic loop."""
@@ -223,16 +267,23 @@ class Session:
 
     def refine(self, feedback: str, iterations: int = 1) -> dict[str, Any]:
         """The user's words become the highest-weight issue of the next evaluation, then the loop runs."""
-        self.loop.add_feedback(feedback)
-        return self.run(iterations=iterations)
+        with self.store.writing():
+            self.loop.add_feedback(feedback)
+            return self.run(iterations=iterations)
 
     def revert(self, step: int) -> None:
-        self.store.revert(step)
+        with self.store.writing():
+            self.store.revert(step)
         self.write_report()
 
     def undo(self) -> None:
-        self.store.undo()
+        with self.store.writing():
+            self.store.undo()
         self.write_report()
+
+    def close(self) -> None:
+        """Close the session's database (its files stay); the object is not used afterwards."""
+        self.store.close()
 
     def history(self) -> list[dict[str, Any]]:
         return self.store.summary()["history"]
@@ -253,6 +304,13 @@ class Session:
         from emage_agent.report import write_report
 
         return write_report(self.store)
+
+    def try_report(self) -> None:
+        """The report after a failure: best effort, so a full disk never hides the failure itself."""
+        try:
+            self.write_report()
+        except Exception as exc:  # noqa: BLE001 - the error in flight is the one to report
+            log.warning("report.html not written: %r", exc)
 
 
 class FluxVLMPipeline:

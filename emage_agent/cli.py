@@ -1,13 +1,18 @@
 """``emage-agent``: a thin adapter over the agent and the session store.
 
 Start-up stays fast: torch, diffusers and google-genai load only inside the commands that
-need them. Exit codes: 0 done, 2 bad usage or configuration (one line, no traceback),
-1 a failure during the run (the session stays resumable).
+need them. Every exception ends in one place (``outcome``): one scrubbed line on stderr and the
+exit code, never a traceback. Exit codes: 0 done, 1 a failure during the run (the session stays
+resumable), 2 bad usage, configuration or a damaged session, 3 the session is busy (another
+process is writing it), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +20,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from emage_agent.errors import EmageError, ExecutionFailure, UserError
+from emage_agent.errors import EmageError, SessionBusy, UserError
+from emage_agent.redact import install_log_scrubber, one_line
 
 app = typer.Typer(
     name="emage-agent",
@@ -121,7 +127,12 @@ def run_command(
     agent.root = out
     agent.check_ready()
     with view:
-        session = agent.start(prompt, **options)
+        try:
+            session = agent.start(prompt, **options)
+        except UserError as exc:
+            if exc.field != "session root":
+                raise
+            raise UserError(str(exc).split(": ", 1)[-1], field="--out") from None
         view.session(session.dir, iterations=iterations)
         summary = session.run()
     _finish(summary, as_json)
@@ -303,8 +314,39 @@ def _bare_ray(args: list[str]) -> list[str]:
     return fixed
 
 
+RESUME_HINT = "(the session is saved; `emage-agent resume DIR` continues it)"
+# I/O errors that name something the user gave or can fix (a path, a permission), not a failure of the run.
+USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
+
+
+def outcome(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line (scrubbed, no traceback) for anything that escapes a command."""
+    if isinstance(exc, typer.Exit):
+        return int(exc.exit_code or 0), ""
+    if isinstance(exc, UsageError):
+        return 2, f"error: {exc.format_message()}"  # type: ignore[attr-defined]
+    if isinstance(exc, typer.Abort | KeyboardInterrupt):
+        return 130, "interrupted; the session is saved and can be resumed"
+    if isinstance(exc, SessionBusy):
+        return 3, f"busy: {exc}"
+    if isinstance(exc, UserError):
+        return 2, f"error: {exc}"
+    if isinstance(exc, EmageError):
+        return 1, f"failed: {exc} {RESUME_HINT}"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return 1, f"failed: the disk is full ({exc.filename or 'while writing'}); free space, then resume {RESUME_HINT}"
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return 2, f"error: cannot use{where}: {exc.strerror or exc}"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return 2, f"error: the session database is damaged ({exc}); it cannot be continued as is"
+    return 1, f"failed: unexpected {type(exc).__name__}: {exc} {RESUME_HINT}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``emage-agent "PROMPT"`` is ``emage-agent run "PROMPT"``."""
+    install_log_scrubber()
+    logging.captureWarnings(True)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
@@ -312,24 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except UsageError as exc:
-        err.print(f"emage-agent: error: {exc.format_message()}", markup=False, soft_wrap=True)  # type: ignore[attr-defined]
-        code = 2
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("emage-agent: interrupted; the session is saved and can be resumed")
-        code = 130
-    except UserError as exc:
-        err.print(f"emage-agent: error: {exc}", markup=False, soft_wrap=True)
-        code = 2
-    except (ExecutionFailure, EmageError) as exc:
-        err.print(
-            f"emage-agent: failed: {exc} (the session is saved; `emage-agent resume DIR` continues it)",
-            markup=False,
-            soft_wrap=True,
-        )
-        code = 1
+    except (Exception, KeyboardInterrupt) as exc:  # the one place: every error becomes one line and a code
+        code, line = outcome(exc)
+        if line:
+            err.print(f"emage-agent: {one_line(line)}", markup=False, soft_wrap=True)
     if argv is None:
         sys.exit(code if isinstance(code, int) else 0)
     return code if isinstance(code, int) else 0

@@ -71,6 +71,29 @@ def _field(error: Any) -> str:
     return ".".join(path) or "arguments"
 
 
+HEAD_CHARS = 40  # how much of an oversized value an error may echo
+
+
+def short(value: Any) -> str:
+    """``repr(value)``, or its first characters when long: errors never echo a whole oversized input."""
+    text = repr(value)
+    return text if len(text) <= HEAD_CHARS + 2 else text[:HEAD_CHARS] + "…"
+
+
+def describe_error(error: Any) -> str:
+    """A schema error in words that state the limit and the actual size, echoing at most a short head."""
+    value, limit = error.instance, error.validator_value
+    if error.validator in ("maxLength", "minLength") and isinstance(value, str):
+        bound = "at most" if error.validator == "maxLength" else "at least"
+        return f"is {len(value)} characters long; the limit is {bound} {limit} (starts {short(value)})"
+    if error.validator in ("maxItems", "minItems") and isinstance(value, list):
+        bound = "at most" if error.validator == "maxItems" else "at least"
+        return f"has {len(value)} items; the limit is {bound} {limit}"
+    message = str(error.message)
+    full = repr(value)
+    return message.replace(full, short(value)) if len(full) > HEAD_CHARS + 2 else message
+
+
 def _allowed(schema: dict[str, Any]) -> str:
     """What a property accepts, in words, for error messages."""
     parts = [schema.get("type", "value")]
@@ -103,8 +126,9 @@ def validate_arguments(name: str, arguments: dict[str, Any] | None) -> dict[str,
             raise InvalidArgument(f"{name} takes no argument {top!r}; it takes {', '.join(sorted(props))}", field=top)
         if err.validator == "required":
             raise InvalidArgument(f"{name} requires it", field=field)
-        allowed = _allowed(props.get(top, {})) if top in props else ""
-        raise InvalidArgument(f"{err.message}" + (f" (allowed: {allowed})" if allowed else ""), field=field)
+        states_limit = err.validator in ("maxLength", "minLength", "maxItems", "minItems")
+        allowed = _allowed(props.get(top, {})) if top in props and not states_limit else ""
+        raise InvalidArgument(describe_error(err) + (f" (allowed: {allowed})" if allowed else ""), field=field)
     return {**contract.defaults(), **args}
 
 

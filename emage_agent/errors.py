@@ -9,9 +9,15 @@
 
 from __future__ import annotations
 
+from emage_agent.redact import scrub
+
 
 class EmageError(Exception):
-    """Base of every error EMage raises on purpose."""
+    """Base of every error EMage raises on purpose. Its message is scrubbed of secrets when made:
+    errors carry model answers and request data to stderr, tool results, session records and reports."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class UserError(EmageError):
@@ -20,6 +26,10 @@ class UserError(EmageError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class SessionBusy(UserError):
+    """Another process is writing the session; one writer at a time (CLI exit 3: wait, then try again)."""
 
 
 class InvalidArgument(UserError):

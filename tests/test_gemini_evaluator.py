@@ -32,16 +32,16 @@ def test_structured_evaluation_and_request_shape(fake_gemini, evaluator, tiny_pn
     assert "USER'S REQUEST" in text and "a black cat\n" in text and "a black cat on a red sofa, detailed" in text
 
 
-def test_out_of_range_values_are_clamped(fake_gemini, evaluator, tiny_png):
+def test_out_of_range_issue_values_are_clamped(fake_gemini, evaluator, tiny_png):
     issues = [
         {"category": "Spatial", "severity": 1.7, "description": "dog too small", "box": [1200, -5, 300, 900]},
         {"category": "colour", "severity": 80, "description": "sofa is blue", "box": [0.1, 0.2, 0.5, 0.6]},
         {"category": "vibes", "severity": 0.5, "description": "not a category"},
         {"category": "object", "severity": -1, "description": "zero-area box", "box": [5, 5, 5, 9]},
     ]
-    fake_gemini.queue(fg.evaluation_reply(1.4, issues))
+    fake_gemini.queue(fg.evaluation_reply(0.6, issues))
     evaluation = evaluator.evaluate(tiny_png, "a dog on a red sofa")
-    assert evaluation.satisfaction_score == 1.0
+    assert evaluation.satisfaction_score == 0.6
     assert [(i.category, i.severity, i.box) for i in evaluation.issues] == [
         ("spatial", 1.0, [300, 0, 1000, 900]),  # overshoot clamped; box clamped and sorted
         ("style", 0.8, [100, 200, 500, 600]),  # percent severity; fractional box scaled to 0..1000
@@ -49,9 +49,18 @@ def test_out_of_range_values_are_clamped(fake_gemini, evaluator, tiny_png):
     ]
 
 
-def test_percent_score_is_not_a_silent_one(fake_gemini, evaluator, tiny_png):
-    fake_gemini.queue(fg.evaluation_reply(85))
-    assert evaluator.evaluate(tiny_png, "a dog").satisfaction_score == 0.85
+@pytest.mark.parametrize("score", [1.4, 85, -0.2])
+def test_out_of_range_score_is_malformed_and_asked_again(fake_gemini, evaluator, tiny_png, score):
+    fake_gemini.queue(fg.evaluation_reply(score), fg.evaluation_reply(0.55))
+    assert evaluator.evaluate(tiny_png, "a dog").satisfaction_score == 0.55
+    assert len(fake_gemini.requests) == 2
+    assert [c.ok for c in evaluator.client.calls] == [False, True]
+
+
+def test_out_of_range_score_twice_is_unreadable_never_a_score(fake_gemini, evaluator, tiny_png):
+    fake_gemini.queue(fg.evaluation_reply(1.7), fg.evaluation_reply(1.7))
+    with pytest.raises(UnreadableAnswer, match="after 2 answers"):
+        evaluator.evaluate(tiny_png, "a dog")
 
 
 def test_json_inside_prose_is_recovered(fake_gemini, evaluator, tiny_png):
@@ -70,13 +79,14 @@ def test_score_in_prose_is_recovered(fake_gemini, evaluator, tiny_png):
 
 @pytest.mark.parametrize("answer", ["I cannot help with that.", "", '{"issues": [], "summary": "no score"}'])
 def test_garbage_is_unreadable_never_a_default(fake_gemini, evaluator, tiny_png, answer):
-    fake_gemini.queue(fg.text_reply(answer))
+    fake_gemini.queue(fg.text_reply(answer), fg.text_reply(answer))
     with pytest.raises(UnreadableAnswer):
         evaluator.evaluate(tiny_png, "a dog")
 
 
 def test_blocked_answer_is_unreadable(fake_gemini, evaluator, tiny_png):
-    fake_gemini.queue(fg.Reply(200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": fg.usage()}))
+    blocked = fg.Reply(200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": fg.usage()})
+    fake_gemini.queue(blocked, blocked)
     with pytest.raises(UnreadableAnswer, match="SAFETY"):
         evaluator.evaluate(tiny_png, "a dog")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from emage_agent.contracts import export_tools
+from emage_agent.contracts import describe_error, export_tools
 from emage_agent.errors import UserError
 
 
@@ -30,12 +30,19 @@ SESSION_ID = _text(
 )
 _GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
 _GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
-REFINE_OPTIONS = (
-    "threshold",
-    "adaptive_threshold",
-    "planner",
-    *_GEN_OPTIONS,
-)  # refine's arguments for a new session only
+# refine's options (iterations aside)
+REFINE_OPTIONS = ("threshold", "adaptive_threshold", "planner", *_GEN_OPTIONS)
+NEW_SESSION_ONLY = ("seed", "width", "height")  # they belong to the first image: a continuing session keeps them
+_CONTINUING = " Continuing a session: applies to its next steps."
+_FIXED = " New sessions only: a continuing session keeps its first image's {}."
+
+
+def _refine_option(name: str) -> dict[str, Any]:
+    schema = copy.deepcopy(_GEN[name])
+    note = _FIXED.format("size" if name in ("width", "height") else name) if name in NEW_SESSION_ONLY else _CONTINUING
+    return {**schema, "description": schema.get("description", "") + note}
+
+
 BRIEF = (  # the summary keys refine returns
     "session_id",
     "session_dir",
@@ -75,7 +82,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "type": "number",
             "minimum": 0,
             "maximum": 1,
-            "description": "New sessions: stop once the score reaches this (default 0.8).",
+            "description": "Stop once the score reaches this (new sessions: default 0.8)." + _CONTINUING,
         },
         adaptive_threshold={
             "type": "boolean",
@@ -85,9 +92,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         planner={
             "type": "string",
             "enum": ["gemini", "vlm", "selector"],
-            "description": "New sessions: vlm or gemini (the VLM plans by function calling) or selector (rules only).",
+            "description": "vlm or gemini (the VLM plans by function calling) or selector (rules only)." + _CONTINUING,
         },
-        **{k: copy.deepcopy(_GEN[k]) for k in _GEN_OPTIONS},
+        **{k: _refine_option(k) for k in _GEN_OPTIONS},
     ),
     "session_history": _object(["session_id"], session_id=SESSION_ID),
     "revert": _object(
@@ -127,5 +134,5 @@ def check_schema(schema: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]
         field = ".".join(map(str, err.absolute_path))
         if not field and err.validator in ("required", "additionalProperties") and "'" in err.message:
             field = err.message.split("'")[1]
-        raise UserError(err.message, field=field or "arguments")
+        raise UserError(describe_error(err), field=field or "arguments")
     return args

@@ -1,18 +1,23 @@
-"""EMage over the Model Context Protocol (official SDK 2.x ``MCPServer``), on stdio or streamable HTTP.
+"""EMage over the Model Context Protocol (the official SDK's low-level ``Server``), on stdio or streamable HTTP.
 
 A thin adapter: every call goes through the same ``Agent`` and session store as the CLI, so a
 session started here can be resumed with ``emage-agent resume`` and the other way round. What
 it adds is what a remote, untrusted caller needs:
 
 - input schemas derived from ``tools/*.json`` (the contracts cannot drift from what clients see;
-  ``mcp_schemas``);
+  ``mcp_schemas``), published as given through the SDK's documented ``on_list_tools`` /
+  ``on_call_tool`` handlers (EMage's schemas are data, not Python signatures);
+- a bounded set of open sessions (least recently used closed first, all closed at shutdown), so a
+  long-lived server never runs out of file descriptors;
+- resource reads confined to the session's directory (no artifact path or symlink leads out);
 - image and session arguments confined to the session root (``emage_agent.paths``);
 - small thumbnails as image content, with the full image's path and an ``emage://`` resource link
   (``mcp_results``);
 - progress notifications wired from the agent's events, for runs that take minutes;
 - EMage's errors as MCP tool errors carrying their message, never a crashed server;
 - a bearer token (``EMAGE_MCP_TOKEN``) checked with ``hmac.compare_digest`` on every HTTP request,
-  mandatory when bound to anything but loopback (``mcp_http``).
+  mandatory when bound to anything but loopback, and a Host/Origin check against DNS rebinding
+  (``mcp_http``).
 
 One agent serves all calls, one at a time (one GPU; the FLUX models load once per process).
 The public names of ``mcp_http``, ``mcp_results`` and ``mcp_schemas`` are importable from here too.
@@ -20,24 +25,29 @@ The public names of ``mcp_http``, ``mcp_results`` and ``mcp_schemas`` are import
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import functools
 import itertools
 import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-from mcp.server.mcpserver.tools import Tool
+from mcp import types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 from PIL import Image, UnidentifiedImageError
 
 from emage_agent.contracts import TOOL_NAMES, export_tools, validate_arguments
-from emage_agent.errors import EmageError, UserError
+from emage_agent.errors import EmageError, ExecutionFailure, UserError
 from emage_agent.mcp.http import BearerAuth as BearerAuth
 from emage_agent.mcp.http import http_app as http_app
 from emage_agent.mcp.http import is_loopback as is_loopback
@@ -49,13 +59,17 @@ from emage_agent.mcp.schemas import (
     BRIEF,
     DESCRIPTIONS,
     INSTRUCTIONS,
+    NEW_SESSION_ONLY,
     REFINE_OPTIONS,
     SCHEMAS,
     SESSION_ID,
     check_schema,
     contract_schema,
 )
+from emage_agent.mcp.sessions import MAX_OPEN_SESSIONS as MAX_OPEN_SESSIONS
+from emage_agent.mcp.sessions import OpenSessions
 from emage_agent.paths import is_artifact_id, resolve_image_arg, resolve_session_dir
+from emage_agent.redact import install_log_scrubber, one_line
 from emage_agent.session import SessionStore
 
 if TYPE_CHECKING:
@@ -65,6 +79,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KEYWORDS = ("current", "latest")  # artifact names the contracts define, resolved by the session
+ARTIFACT_URI = "emage://sessions/{session_id}/artifacts/{artifact_id}"
+_ARTIFACT_URI_RE = re.compile(r"^emage://sessions/(?P<session_id>[^/]+)/artifacts/(?P<artifact_id>[^/]+)$")
 
 
 def _open_image(path: Path, field: str) -> Image.Image:
@@ -84,15 +100,13 @@ def _has(session: Session, artifact_id: str) -> bool:
     return True
 
 
-class _SchemaTool(Tool):
-    """A tool whose input schema is given (derived from the contracts), not inferred from a signature.
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool as listed (name, description, input schema as data) and as called (check, then run)."""
 
-    ``MCPServer`` infers schemas from Python signatures; EMage's schemas are data, so this tool
-    publishes ``parameters`` as given and hands the raw arguments to ``fn``, which checks them.
-    """
-
-    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
-        return await self.fn(dict(arguments or {}), context)
+    tool: types.Tool
+    check: Callable[[dict[str, Any]], Any]
+    run: Callable[[dict[str, Any]], CallToolResult]
 
 
 class EmageTools:
@@ -102,12 +116,14 @@ class EmageTools:
     (on a worker thread, alone, because one GPU serves every call).
     """
 
-    def __init__(self, agent_factory: Callable[[], Agent], root: Path | None = None) -> None:
+    def __init__(
+        self, agent_factory: Callable[[], Agent], root: Path | None = None, max_open_sessions: int = MAX_OPEN_SESSIONS
+    ) -> None:
         self._factory = agent_factory
         self._root = root
         self._agent: Agent | None = None
         self._chained: Callable[[AgentEvent], None] | None = None
-        self._sessions: dict[Path, Session] = {}
+        self.sessions = OpenSessions(max_open_sessions)
         self._sink: Callable[[AgentEvent], None] | None = None
         self._lock = anyio.Lock()
         self._build_lock = threading.Lock()
@@ -127,34 +143,26 @@ class EmageTools:
         if self._sink is not None:
             self._sink(event)
 
-    def tool(
-        self,
-        name: str,
-        description: str,
-        schema: dict[str, Any],
-        check: Callable[[dict[str, Any]], Any],
-        run: Callable[[dict[str, Any]], CallToolResult],
-    ) -> Tool:
-        """An MCP tool: ``check`` then ``run``; EMage's errors become tool errors with their message."""
+    async def call(self, spec: ToolSpec, args: dict[str, Any], ctx: ServerRequestContext[Any]) -> CallToolResult:
+        """``check`` then ``run``; EMage's errors become tool errors with their message, anything else a
+        one-line tool error (logged), never a crashed server or a traceback sent to the client."""
+        try:
+            spec.check(args)
+            return await self.work(ctx, lambda: spec.run(args))
+        except EmageError as exc:
+            return error_result(exc)
+        except Exception as exc:  # noqa: BLE001 - the server lives on; the client gets one line
+            log.exception("tool %s failed unexpectedly", spec.tool.name)
+            return error_result(ExecutionFailure(one_line(f"{type(exc).__name__}: {exc}", 300)))
 
-        async def call(args: dict[str, Any], ctx: Context) -> CallToolResult:
-            try:
-                check(args)
-                return await self.work(ctx, lambda: run(args))
-            except EmageError as exc:
-                return error_result(exc)
-
-        tool = _SchemaTool.from_function(call, name=name, description=description, structured_output=False)
-        tool.parameters = schema
-        return tool
-
-    async def work(self, ctx: Context, fn: Callable[[], Any]) -> Any:
+    async def work(self, ctx: ServerRequestContext[Any], fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on a worker thread, alone, turning agent events into progress notifications."""
         counter = itertools.count(1)
 
         def report(event: AgentEvent) -> None:
             try:  # progress is a courtesy: a gone client must not stop the run
-                anyio.from_thread.run(ctx.report_progress, float(next(counter)), None, f"{event.kind}: {event.message}")
+                message = f"{event.kind}: {event.message}"
+                anyio.from_thread.run(ctx.session.report_progress, float(next(counter)), None, message)
             except Exception as exc:  # noqa: BLE001
                 log.debug("progress not sent: %r", exc)
 
@@ -173,11 +181,9 @@ class EmageTools:
         return Path(self._root) if self._root is not None else Path(self.agent().root)
 
     def session(self, session_id: str) -> Session:
-        """A session by id or directory inside the root, opened once and kept."""
+        """A session by id or directory inside the root, kept open among the most recently used."""
         path = resolve_session_dir(session_id, self.root())
-        if path not in self._sessions:
-            self._sessions[path] = self.agent().open(path)
-        return self._sessions[path]
+        return self.sessions.get(path, self.agent().open)
 
     def artifact_arg(self, session: Session, value: str, field: str) -> str:
         """An image/mask argument as an artifact id of ``session`` (a file path must be one of its artifacts)."""
@@ -228,12 +234,14 @@ class EmageTools:
 
     @staticmethod
     def check_refine(args: dict[str, Any]) -> None:
+        from emage_agent.api import FIXED_OPTIONS
+
         check_schema(SCHEMAS["refine"], args)
-        options = [k for k in REFINE_OPTIONS if k in args]
+        fixed = [k for k in NEW_SESSION_ONLY if k in args]
         if args.get("session_id") and args.get("prompt"):
             raise UserError("give prompt to start a session or session_id to continue one, not both", field="prompt")
-        if args.get("session_id") and options:
-            raise UserError("applies to new sessions only", field=options[0])
+        if args.get("session_id") and fixed:
+            raise UserError(f"cannot change for a continuing session: {FIXED_OPTIONS[fixed[0]]}", field=fixed[0])
         if not args.get("session_id") and args.get("feedback"):
             raise UserError("feedback continues a session; pass its session_id", field="feedback")
         if not args.get("session_id") and not args.get("prompt"):
@@ -243,12 +251,15 @@ class EmageTools:
         iterations = args.get("iterations")
         if args.get("session_id"):
             session = self.session(args["session_id"])
+            changes = {k: args[k] for k in REFINE_OPTIONS if k in args}
+            if changes:
+                session.configure(**changes)  # they apply to the next steps
             steps = 1 if iterations is None else iterations
             summary = session.refine(args["feedback"], steps) if args.get("feedback") else session.run(steps)
         else:
             options = {k: args[k] for k in (*REFINE_OPTIONS, "iterations") if k in args}
-            session = self.agent().start(args["prompt"], **options)
-            self._sessions[session.dir.resolve()] = session
+            started = self.agent().start(args["prompt"], **options)
+            session = self.sessions.put(started.dir, started)
             summary = session.run()
         brief = {k: summary.get(k) for k in BRIEF}
         brief["history"] = [
@@ -277,47 +288,96 @@ class EmageTools:
         return tool_result(head, image, session)
 
     def read_artifact(self, session_id: str, artifact_id: str) -> bytes:
-        """The full-size PNG behind an ``emage://sessions/{id}/artifacts/{artifact}`` link."""
+        """The full-size PNG behind an ``emage://sessions/{id}/artifacts/{artifact}`` link.
+
+        The store resolves the artifact's path and refuses one that leads out of the session directory
+        (an edited database row, a symlink), so a resource read never returns another file.
+        """
+        if not is_artifact_id(artifact_id):
+            raise UserError("not an artifact id", field="artifact_id")
+        with SessionStore.open(resolve_session_dir(session_id, self.root())) as store:
+            return store.artifact_path(artifact_id).read_bytes()
+
+    async def read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
+        uri = str(params.uri)
+        match = _ARTIFACT_URI_RE.match(uri)
         try:
-            if not is_artifact_id(artifact_id):
-                raise UserError("not an artifact id", field="artifact_id")
-            with SessionStore.open(resolve_session_dir(session_id, self.root())) as store:
-                return store.artifact_path(artifact_id).read_bytes()
-        except (UserError, OSError) as exc:
-            raise ResourceNotFoundError(str(exc)) from None
-
-
-def build_server(agent_factory: Callable[[], Agent], *, root: Path | None = None) -> MCPServer:
-    """The MCP server over the agent ``agent_factory`` makes (called once, on the first tool call that needs it).
-
-    ``root`` is the session root for path checks; by default the agent's ``root``.
-    """
-    tools = EmageTools(agent_factory, root)
-    specs = [
-        tools.tool(
-            c["name"],
-            c["description"],
-            contract_schema(c["name"]),
-            functools.partial(tools.check_contract, c["name"]),
-            functools.partial(tools.run_contract, c["name"]),
+            if match is None:
+                raise UserError(f"unknown resource {uri[:80]!r}", field="uri")
+            data = await anyio.to_thread.run_sync(self.read_artifact, *match.group("session_id", "artifact_id"))
+        except (EmageError, OSError) as exc:
+            raise MCPError(code=types.INVALID_PARAMS, message=one_line(str(exc), 300), data={"uri": uri}) from None
+        blob = base64.b64encode(data).decode()
+        return types.ReadResourceResult(
+            contents=[types.BlobResourceContents(uri=uri, mime_type="image/png", blob=blob)]
         )
-        for c in export_tools("mcp", list(TOOL_NAMES))
-    ]
+
+
+def _specs(tools: EmageTools) -> dict[str, ToolSpec]:
+    """Every tool: the single tools from their contracts, then the MCP-only ones."""
+    specs: list[ToolSpec] = []
+    for c in export_tools("mcp", list(TOOL_NAMES)):
+        tool = types.Tool(name=c["name"], description=c["description"], input_schema=contract_schema(c["name"]))
+        check = functools.partial(tools.check_contract, c["name"])
+        specs.append(ToolSpec(tool, check, functools.partial(tools.run_contract, c["name"])))
     checks = {"refine": tools.check_refine}
     for name in ("evaluate", "refine", "session_history", "revert"):
+        tool = types.Tool(name=name, description=DESCRIPTIONS[name], input_schema=copy.deepcopy(SCHEMAS[name]))
         check = checks.get(name, functools.partial(check_schema, SCHEMAS[name]))
-        specs.append(tools.tool(name, DESCRIPTIONS[name], copy.deepcopy(SCHEMAS[name]), check, getattr(tools, name)))
-    server = MCPServer("emage", instructions=INSTRUCTIONS, tools=specs)
+        specs.append(ToolSpec(tool, check, getattr(tools, name)))
+    return {spec.tool.name: spec for spec in specs}
 
-    @server.resource(
-        "emage://sessions/{session_id}/artifacts/{artifact_id}",
-        mime_type="image/png",
+
+def build_server(
+    agent_factory: Callable[[], Agent], *, root: Path | None = None, max_open_sessions: int = MAX_OPEN_SESSIONS
+) -> Server[Any]:
+    """The MCP server over the agent ``agent_factory`` makes (called once, on the first tool call that needs it).
+
+    ``root`` is the session root for path checks; by default the agent's ``root``. At most
+    ``max_open_sessions`` sessions stay open between calls; all are closed when the server stops.
+    """
+    tools = EmageTools(agent_factory, root, max_open_sessions)
+    specs = _specs(tools)
+    template = types.ResourceTemplate(
+        uri_template=ARTIFACT_URI,
         name="artifact",
+        mime_type="image/png",
         description="A session's full-size PNG artifact (image, mask or control).",
     )
-    async def artifact(session_id: str, artifact_id: str) -> bytes:
-        return await anyio.to_thread.run_sync(tools.read_artifact, session_id, artifact_id)
 
+    async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[spec.tool for spec in specs.values()])
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> CallToolResult:
+        spec = specs.get(params.name)
+        if spec is None:
+            return error_result(UserError(f"unknown tool {params.name[:80]!r}; tools are {', '.join(specs)}"))
+        return await tools.call(spec, dict(params.arguments or {}), ctx)
+
+    async def list_templates(ctx: ServerRequestContext[Any], params: Any) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[template])
+
+    async def list_resources(ctx: ServerRequestContext[Any], params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:
+            tools.sessions.close_all()
+
+    server: Server[Any] = Server(
+        "emage",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        get_tool_input_schema=lambda name: specs[name].tool.input_schema if name in specs else None,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=tools.read_resource,
+    )
     return server
 
 
@@ -345,13 +405,21 @@ def serve(
 
     settings = settings or load_settings()
     server = build_server(
-        agent_factory or _default_factory(settings), root=None if agent_factory else settings.session_root
+        agent_factory or _default_factory(settings),
+        root=None if agent_factory else settings.session_root,
+        max_open_sessions=settings.mcp_open_sessions,
     )
+    install_log_scrubber()
     if transport == "stdio":
-        anyio.run(server.run_stdio_async)
+        anyio.run(_run_stdio, server)
         return
     token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-    serve_http(server, host, port, token or None)
+    serve_http(server, host, port, token or None, allowed_hosts=settings.mcp_allowed_hosts)
+
+
+async def _run_stdio(server: Server[Any]) -> None:
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
 def main(http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:

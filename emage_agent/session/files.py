@@ -3,10 +3,10 @@
 - :func:`atomic_write_bytes` / :func:`atomic_file`: temp file, fsync, rename, fsync of the
   directory; a reader sees the old file or the new one, never half, even after ``kill -9``.
 - :func:`remove_dead_temps`: the temp files of a killed writer (a live writer's are kept).
-- :func:`new_session_id` / :func:`new_session_dir`: sortable and unique.
-- :func:`scrub`: every string that reaches the database or ``summary.json`` passes through it;
-  anything that looks like a Google API key (``AIza...``) or a Hugging Face token (``hf_...``)
-  becomes ``[redacted]``.
+- :func:`new_session_id`: sortable and unique.
+- :func:`scrub` (from ``emage_agent.redact``): every string that reaches the database or
+  ``summary.json`` passes through it; configured secrets and anything shaped like a key become
+  ``[redacted]``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-REDACTED = "[redacted]"
-_SECRET_RE = re.compile(r"AIza[0-9A-Za-z_\-]{8,}|hf_[0-9A-Za-z]{20,}")
+from emage_agent.redact import REDACTED as REDACTED
+from emage_agent.redact import scrub as scrub
+
 _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # the names atomic_file gives its temp files
 
 
@@ -36,28 +37,7 @@ def new_session_id() -> str:
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}-{secrets.token_hex(3)}"
 
 
-def new_session_dir(root: Path) -> Path:
-    """Make ``<root>/<new session id>/`` (a fresh id on the unlikely clash) and return it, resolved."""
-    while True:
-        try:
-            (root / (sid := new_session_id())).mkdir()
-        except FileExistsError:
-            continue
-        return (root / sid).resolve()
-
-
-def scrub(value: Any) -> Any:
-    """Return ``value`` with every string that looks like an API key replaced by ``[redacted]``."""
-    if isinstance(value, str):
-        return _SECRET_RE.sub(REDACTED, value)
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,7 +57,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -86,7 +66,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,5 +80,5 @@ def remove_dead_temps(folder: Path) -> None:
     """Delete the temp files in ``folder`` that a writer which is no longer running left behind."""
     for tmp in folder.iterdir():
         match = _TEMP_RE.match(tmp.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)

@@ -10,6 +10,11 @@ are committed in one transaction. ``kill -9`` therefore loses at most the step i
 its orphaned files are overwritten by the next commit of that step number and dead temp
 files are removed on open. ``summary.json`` is rewritten atomically after every change.
 
+All or nothing: a session is built under a hidden temporary name (``.new-<id>.<pid>``) and renamed
+into place once its database is complete, so ``kill -9`` during creation leaves no half session a
+``resume`` would trip on; the leftover is swept by the next creation and named as such if opened.
+One writer at a time: ``writing()`` holds the session's lock file (``writer.lock``) for a run.
+
 Secrets: nothing in the store may hold an API key. Every string that reaches the database
 or ``summary.json`` passes through :func:`scrub`.
 
@@ -37,18 +42,17 @@ from emage_agent.session.files import REDACTED as REDACTED
 from emage_agent.session.files import (
     atomic_file,
     atomic_write_bytes,
-    new_session_dir,
-    remove_dead_temps,
     scrub,
     utc_now,
 )
-from emage_agent.session.files import new_session_id as new_session_id
+from emage_agent.session.lifecycle import build_session, damaged, open_database
+from emage_agent.session.lock import WriterLock
 from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
 from emage_agent.session.records import Veto as Veto
-from emage_agent.session.schema import JSON_COLS, connect, migrate
+from emage_agent.session.schema import JSON_COLS
 from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
-DB_NAME, SUMMARY_NAME = "session.db", "summary.json"
+SUMMARY_NAME = "summary.json"
 NOT_TOOLS = frozenset({"feedback"})  # step "tools" that are the user's doing, not counted as iterations
 
 
@@ -60,6 +64,7 @@ class SessionStore:
         self._conn = conn
         self._lock = threading.RLock()
         self.id: str = conn.execute("SELECT id FROM session").fetchone()[0]
+        self._writer = WriterLock(session_dir)
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
@@ -67,22 +72,8 @@ class SessionStore:
         """Make ``<root>/<new id>/`` with its database, and return the open store."""
         if not original_prompt.strip():
             raise UserError("the prompt is empty", field="prompt")
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        session_dir = new_session_dir(root)
-        sid = session_dir.name
-        for sub in ROLE_DIRS.values():
-            (session_dir / sub).mkdir()
-        conn = connect(session_dir / DB_NAME)
-        migrate(conn)
-        prompt, opts = scrub(original_prompt), json.dumps(scrub(options or {}), sort_keys=True)
-        now = utc_now()
-        conn.execute(
-            "INSERT INTO session (id, original_prompt, current_prompt, options, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, prompt, prompt, opts, now, now),
-        )
-        store = cls(session_dir, conn)
+        session_dir = build_session(Path(root), scrub(original_prompt), scrub(options or {}))
+        store = cls.open(session_dir)
         store.write_summary()
         return store
 
@@ -90,26 +81,15 @@ class SessionStore:
     def open(cls, session_dir: Path) -> SessionStore:
         """Open an existing session directory; a ``UserError`` says what is wrong if it is not one."""
         session_dir = Path(session_dir).resolve()
-        if not (session_dir / DB_NAME).is_file():
-            raise UserError(f"{session_dir} is not an EMage session directory (no {DB_NAME})", field="session")
-        try:
-            conn = connect(session_dir / DB_NAME)
-            migrate(conn)
-            if conn.execute("SELECT COUNT(*) FROM session").fetchone()[0] != 1:
-                raise UserError(f"{session_dir / DB_NAME} holds no session", field="session")
-        except sqlite3.DatabaseError as exc:
-            raise UserError(
-                f"{session_dir / DB_NAME} is not a readable session database: {exc}", field="session"
-            ) from None
-        for sub in (".", *ROLE_DIRS.values()):
-            folder = session_dir / sub
-            folder.mkdir(exist_ok=True)
-            remove_dead_temps(folder)
-        return cls(session_dir, conn)
+        return cls(session_dir, open_database(session_dir))
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold this session's writer lock for a run; ``SessionBusy`` naming the holder's pid if taken."""
+        return self._writer.held()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -342,13 +322,28 @@ class SessionStore:
         return found[0]
 
     def artifact_path(self, artifact_id: str) -> Path:
-        return self.dir / self.artifact(artifact_id).path
+        """The artifact's file, resolved and proven to lie inside the session directory.
+
+        Why resolve here: every reader (resources, thumbnails, the loop) comes through this one place, so
+        an artifact row or a symlink that points elsewhere (``/etc/passwd``) is refused for all of them.
+        """
+        rel = self.artifact(artifact_id).path
+        try:
+            resolved = (self.dir / rel).resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise damaged(self.dir, f"{rel} cannot be read ({exc.__class__.__name__})") from None
+        if not resolved.is_relative_to(self.dir) or not resolved.is_file():
+            raise UserError(f"artifact {artifact_id!r} does not lead to a file inside the session", field="artifact_id")
+        return resolved
 
     def load_image(self, artifact_id: str) -> Image.Image:
         path = self.artifact_path(artifact_id)
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except (OSError, Image.DecompressionBombError) as exc:  # truncated, unreadable, replaced by a folder
+            raise damaged(self.dir, f"{self.artifact(artifact_id).path} is not a readable image ({exc})") from None
 
     def latest(self, role: Role = "mask") -> Artifact | None:
         return next(iter(self._artifacts("WHERE role = ? ORDER BY step DESC LIMIT 1", (role,))), None)

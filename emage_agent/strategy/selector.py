@@ -12,7 +12,7 @@ as is and the tests drive it by tables. The only file ever read is the cached to
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -319,15 +319,18 @@ def should_stop(
     return StopDecision(stop=False, reason="continue", detail=detail, threshold=thr)
 
 
-def fallback_call(recommendation: Recommendation, prompt: str | None = None) -> ToolCall:
+def fallback_call(
+    recommendation: Recommendation, prompt: str | None = None, defaults: Callable[[str], dict[str, Any]] | None = None
+) -> ToolCall:
     """The selector's own top choice with complete, contract-checked arguments.
 
     ``prompt`` (the current, possibly rewritten prompt) replaces the one the recommendation was made with.
+    ``defaults(tool)`` gives the session's own values (size, steps) that come before the contract's defaults.
     """
     if not recommendation.ranked:
         raise ValueError(f"no fallback call for a {recommendation.strategy!r} recommendation with no ranked tools")
     choice = recommendation.ranked[0]
-    args = dict(choice.args)
+    args = {**(defaults(choice.tool) if defaults else {}), **choice.args}
     if prompt is not None and choice.tool in PROMPT_ARG_TOOLS:
         args["prompt"] = prompt
     return ToolCall(name=choice.tool, args=validate_arguments(choice.tool, args))

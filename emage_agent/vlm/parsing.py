@@ -1,9 +1,10 @@
 """Reading a VLM's evaluation answers leniently but never inventing one.
 
 Why this exists: structured output usually parses, but models still wrap JSON in prose or code fences,
-answer 85 on a 0..1 scale, give boxes as fractions or reversed, or name a category we do not have. Each
-of those is recovered here, deterministically; what cannot be read raises ``UnreadableAnswer`` so the
-loop never acts on a silent 0 or 1. Pure functions, no SDK types: unit-testable on their own.
+give boxes as fractions or reversed, or name a category we do not have. Each of those is recovered here,
+deterministically. The score itself is strict: a number in [0, 1] or one that states its scale ('70%',
+'7/10'); anything else (1.7, 85, -0.2) is malformed and raises ``UnreadableAnswer``, so the loop never
+acts on a clamped or guessed score. Pure functions, no SDK types: unit-testable on their own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from emage_agent.errors import UnreadableAnswer
@@ -87,6 +89,18 @@ def unit_interval(value: Any) -> float | None:
     return min(1.0, max(0.0, number))
 
 
+def score_value(value: Any) -> float | None:
+    """The satisfaction score: a number in [0, 1], or '70%' / '7/10' (scale stated); None for anything else.
+
+    Why no clamping or rescaling: 1.7 clamped to 1.0 ended sessions as a threshold success; a bare number
+    outside [0, 1] says the model did not follow the rubric, so the answer is malformed, not a score.
+    """
+    number = _number(value)
+    if number is None or number != number or not 0.0 <= number <= 1.0:  # NaN fails the range too
+        return None
+    return number
+
+
 def normalise_box(value: Any) -> list[int] | None:
     """``[ymin, xmin, ymax, xmax]`` in 0..1000: fractions scaled, values clamped, reversed pairs sorted."""
     if isinstance(value, dict):
@@ -139,7 +153,7 @@ def evaluation_from_dict(data: Any) -> tuple[Evaluation, dict[int, Issue]] | Non
         data = data[0]
     if not isinstance(data, dict):
         return None
-    score = next((unit_interval(data[k]) for k in SCORE_KEYS if k in data), None)
+    score = next((score_value(data[k]) for k in SCORE_KEYS if k in data), None)
     if score is None:
         return None
     issues: list[Issue] = []
@@ -169,7 +183,7 @@ def evaluation_from_prose(text: str | None) -> Evaluation | None:
         return None
     for pattern in _PROSE_SCORE:
         match = pattern.search(text)
-        score = unit_interval(match.group(1)) if match else None
+        score = score_value(match.group(1)) if match else None
         if score is not None:
             sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
             return Evaluation(satisfaction_score=score, issues=[], summary=sentence[:300])
@@ -186,11 +200,42 @@ def read_evaluation(parsed: Any, text: str | None) -> tuple[Evaluation, dict[int
         found = evaluation_from_dict(data)
         if found:
             return found[0], found[1], "structured"
-    found = evaluation_from_dict(extract_json(text))
+    decoded = extract_json(text)
+    found = evaluation_from_dict(decoded)
     if found:
         return found[0], found[1], "json_in_text"
+    if isinstance(decoded, dict) and any(k in decoded for k in SCORE_KEYS):  # a score, but not in [0, 1]
+        snippet = (text or "").strip().replace("\n", " ")[:200]
+        raise UnreadableAnswer(f"the evaluation has no satisfaction score in [0, 1]: {snippet!r}")
     prose = evaluation_from_prose(text)
     if prose:
         return prose, {}, "prose"
     snippet = (text or "").strip().replace("\n", " ")[:200] or "(empty answer)"
-    raise UnreadableAnswer(f"the evaluation has no readable satisfaction score: {snippet!r}")
+    raise UnreadableAnswer(f"the evaluation has no satisfaction score in [0, 1]: {snippet!r}")
+
+
+ANSWER_ATTEMPTS = 2  # a malformed evaluation (no score in [0, 1]) is asked for again once
+
+
+def read_answer(
+    ask: Callable[[], tuple[Any, str | None]], calls: list[Any], scrub: Callable[[str], str]
+) -> tuple[Evaluation, dict[int, Issue], str]:
+    """``read_evaluation`` of ``ask()``'s answer, asking once more when it is malformed.
+
+    ``ask`` makes one call and returns its (parsed, text). A malformed answer marks that call's record
+    (the last of ``calls``) as failed, so the log never counts it as a success; a second bad answer
+    raises ``UnreadableAnswer``, with the model's text scrubbed of secrets.
+    """
+    for attempt in range(1, ANSWER_ATTEMPTS + 1):
+        parsed, text = ask()
+        try:
+            return read_evaluation(parsed, text)
+        except UnreadableAnswer as exc:
+            message = scrub(str(exc))
+            if calls:
+                calls[-1].ok = False
+                calls[-1].error = f"malformed answer: {message}"[:400]
+            if attempt == ANSWER_ATTEMPTS:
+                raise UnreadableAnswer(f"{message} (after {attempt} answers)") from None
+            log.warning("evaluation malformed (%s); asking again", message[:200])
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,7 +1,8 @@
 """The evaluator: Gemini judges one image against the user's intent and returns an ``Evaluation``.
 
 The answer schema and the remark pinning are shared by every backend (``emage_agent.vlm.answers``);
-out-of-range answers fail the SDK's parse and are recovered (and clamped) by ``parsing.read_evaluation``.
+out-of-range answers fail the SDK's parse and are read by ``parsing.read_answer``: issues leniently, the score
+strictly (malformed: asked again once, then ``UnreadableAnswer``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 from emage_agent.evaluation import Evaluation
 from emage_agent.vlm.answers import EvaluationAnswer, apply_feedback, clean_remarks, evaluator_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
-from emage_agent.vlm.parsing import read_evaluation
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
@@ -42,8 +42,7 @@ class Evaluator:
             response_schema=EvaluationAnswer,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
-        response = self.client.generate("evaluate", contents, config)
-        evaluation, tied, how = read_evaluation(response.parsed, _answer_text(response))
+        evaluation, tied, how = self._ask(contents, config)
         if how != "structured":
             log.warning("gemini evaluation read from %s (structured output did not parse)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation

@@ -21,7 +21,7 @@ from emage_agent.vlm.answers import (
     rewrite_instructions,
 )
 from emage_agent.vlm.openai_compat.client import OpenAIClient
-from emage_agent.vlm.parsing import extract_json, read_evaluation
+from emage_agent.vlm.parsing import extract_json, read_answer
 from emage_agent.vlm.rewriting import Rewrite, fallback_rewrite, finish_rewrite
 
 log = logging.getLogger("emage_agent.vlm.openai")
@@ -60,9 +60,12 @@ class Evaluator:
                 "content": [image_part(image_png), text_part(text)],
             }
         ]
-        response = self.client.chat_json("evaluate", messages, "evaluation", EvaluationAnswer.model_json_schema())
-        answer = answer_text(response)
-        evaluation, tied, how = read_evaluation(None, answer)
+
+        def ask() -> tuple[None, str]:
+            schema = EvaluationAnswer.model_json_schema()
+            return None, answer_text(self.client.chat_json("evaluate", messages, "evaluation", schema))
+
+        evaluation, tied, how = read_answer(ask, self.client.calls, self.client.scrub)
         if how != "json_in_text":
             log.warning("openai evaluation read from %s (no JSON object in the answer)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
