@@ -77,8 +77,10 @@ def free_device_bytes(device: str) -> int:
 
 def module_bytes(module: Any) -> int:
     """Bytes of a module's parameters and buffers: what a move across the bus carries."""
+    from emage_agent.executor.quantize import tensor_bytes
+
     tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(tensor_bytes(t) for t in tensors)
 
 
 def module_device(module: Any) -> str:
