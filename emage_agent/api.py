@@ -137,11 +137,25 @@ class Agent:
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
         session = Session(self, store)
+        self.record_speed(store)
         try:
             session.loop.start()
         finally:
+            self.record_speed(store)
             session.write_report()
         return session
+
+    def record_speed(self, store: SessionStore) -> None:
+        """Store the speed settings in the session: as configured, then as the executor resolved them."""
+        from emage_agent.config import speed_settings
+
+        speed = speed_settings(self.settings)
+        counters = getattr(self._executor, "counters", None)
+        for key in ("quantize", "attention", "residency"):
+            value = getattr(counters, key, None)
+            if isinstance(value, str):
+                speed[key] = value
+        store.update_options({"speed": speed})
 
     def open(self, session: str | Path) -> Session:
         """An existing session, by directory or by id under the session root."""
@@ -203,6 +217,7 @@ class Session:
         return self.store.dir
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
+        self.agent.record_speed(self.store)
         try:
             return self.loop.run(iterations)
         finally:

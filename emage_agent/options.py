@@ -27,6 +27,8 @@ class RunOptions(BaseModel):
     planner: PlannerKind = "gemini"
     max_vlm_calls: int | None = Field(default=None, ge=1)
     max_gpu_seconds: float | None = Field(default=None, gt=0)
+    # The executor's speed settings the session ran with (see ``config.speed_settings``), for tracing.
+    speed: dict[str, Any] | None = None
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""

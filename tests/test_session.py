@@ -34,6 +34,7 @@ SUMMARY_KEYS = {
     "best_step",
     "iterations",
     "stopped_because",
+    "speed",
     "history",
 }
 HISTORY_KEYS = {"step", "tool", "args", "satisfaction_score", "image", "vetoes", "rolled_back"}

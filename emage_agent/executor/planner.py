@@ -197,3 +197,25 @@ def _advice(policy: str, mode: str, quantize: str, extra: float, slowdown: float
 
 def plan_as_dict(plan: MemoryPlan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
+
+
+def recommend(vram_bytes: int, capability: tuple[int, int] | None = None, n_transformers: int = 4) -> dict[str, Any]:
+    """The settings to use on a card: the least lossy quantization with the best residency.
+
+    fp8 first where the card has fp8 tensor cores (or when the card is unknown): it is also
+    the fastest; otherwise bf16, then int8, then nf4. Regional compilation is always worth it
+    for more than one image (it compiles in about a minute and is re-used by every tool).
+    """
+    fp8 = capability is None or capability >= (8, 9)
+    order = ["fp8", "nf4"] if fp8 else ["none", "int8", "nf4"]
+    plans = {q: plan_memory(vram_bytes, q, n_transformers=n_transformers) for q in order}
+    rank = {"resident": 0, "swap": 1, "offload": 2}
+    best = min(order, key=lambda q: (rank[plans[q].residency], plans[q].bus_bytes_per_image, order.index(q)))
+    return {
+        "quantize": best,
+        "compile": "regional",
+        "step_cache": "off",
+        "attention": "auto",
+        "residency": plans[best].residency,
+        "env": f"EMAGE_QUANTIZE={best} EMAGE_COMPILE=regional EMAGE_ATTENTION=auto",
+    }

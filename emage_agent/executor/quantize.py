@@ -19,6 +19,7 @@ Quantize = Literal["none", "fp8", "int8", "nf4"]
 # Components that are quantized when EMAGE_QUANTIZE asks for it.
 QUANTIZED_COMPONENTS = ("transformer", "text_encoder_2")
 FP8_MIN_CAPABILITY = (8, 9)
+FIELD = "EMAGE_QUANTIZE"
 
 
 def quantization_config(quantize: str, library: str) -> Any | None:
@@ -29,9 +30,7 @@ def quantization_config(quantize: str, library: str) -> Any | None:
         try:
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig
         except ImportError:
-            raise UserError(
-                f"EMAGE_QUANTIZE={quantize} needs torchao: pip install torchao", field="EMAGE_QUANTIZE"
-            ) from None
+            raise UserError(f"EMAGE_QUANTIZE={quantize} needs torchao: pip install torchao", field=FIELD) from None
         if library == "diffusers":
             from diffusers import TorchAoConfig
         else:
@@ -43,9 +42,7 @@ def quantization_config(quantize: str, library: str) -> Any | None:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise UserError(
-                "EMAGE_QUANTIZE=nf4 needs bitsandbytes: pip install bitsandbytes", field="EMAGE_QUANTIZE"
-            ) from None
+            raise UserError("EMAGE_QUANTIZE=nf4 needs bitsandbytes: pip install bitsandbytes", field=FIELD) from None
         import torch
 
         if library == "diffusers":
@@ -53,22 +50,20 @@ def quantization_config(quantize: str, library: str) -> Any | None:
         else:
             from transformers import BitsAndBytesConfig
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    raise UserError(f"unknown quantization {quantize!r}; use none, fp8, int8, nf4 or auto", field="EMAGE_QUANTIZE")
+    raise UserError(f"unknown quantization {quantize!r}; use none, fp8, int8, nf4 or auto", field=FIELD)
 
 
 def check_supported(quantize: str, device: str) -> None:
     """fp8 and nf4 need a CUDA GPU (fp8 one with compute capability 8.9+); say so before loading."""
     if quantize in ("fp8", "nf4") and device != "cuda":
-        raise UserError(
-            f"EMAGE_QUANTIZE={quantize} needs a CUDA GPU; use int8 or none on the CPU", field="EMAGE_QUANTIZE"
-        )
+        raise UserError(f"EMAGE_QUANTIZE={quantize} needs a CUDA GPU; use int8 or none on the CPU", field=FIELD)
     if quantize == "fp8":
         import torch
 
         if torch.cuda.get_device_capability() < FP8_MIN_CAPABILITY:
             raise UserError(
-                "EMAGE_QUANTIZE=fp8 needs compute capability 8.9 or newer (Ada, Hopper, Blackwell); use int8",
-                field="EMAGE_QUANTIZE",
+                "fp8 needs compute capability 8.9 or newer (Ada, Hopper, Blackwell); use int8",
+                field=FIELD,
             )
 
 

@@ -387,6 +387,7 @@ class SessionStore:
             "best_step": info.best_step,
             "iterations": sum(1 for s in steps if s.tool and s.tool not in NOT_TOOLS),
             "stopped_because": info.stopped_because,
+            "speed": info.options.get("speed"),
             "history": history,
         }
 
