@@ -58,12 +58,16 @@ class ParameterCount(BaseModel):
         return self.linear + self.other
 
 
-@cache
 def count_parameters(name: str) -> ParameterCount:
     """Exact parameter counts of a shipped config, built on the meta device (no memory used)."""
+    filename, library, class_name, _role = COMPONENTS[name]
+    return _count(filename, library, class_name)
+
+
+@cache
+def _count(filename: str, library: str, class_name: str) -> ParameterCount:
     import torch
 
-    filename, library, class_name, _role = COMPONENTS[name]
     config = json.loads((CONFIGS / filename).read_text(encoding="utf-8"))
     with torch.device("meta"):
         if library == "diffusers":
