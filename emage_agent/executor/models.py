@@ -115,6 +115,10 @@ class ModelManager:
 
         self.speed = Speed(settings, self.device, self.quantize, counters)
 
+    def use_loader(self, loader: Any) -> None:
+        """Replace where weights come from (the speed benchmark builds random full-size models)."""
+        self._loader = loader
+
     def _sources(self) -> set[str]:
         return {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
 
