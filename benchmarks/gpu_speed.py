@@ -34,6 +34,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "bf16 eager": {},
     "compile": {"compile": "regional"},
     "int8": {"quantize": "int8"},
+    "first_block": {"step_cache": "first_block"},
     "fp8": {"quantize": "fp8"},
     "fp8+compile": {"quantize": "fp8", "compile": "regional"},
     "fp8+compile+fbc": {"quantize": "fp8", "compile": "regional", "step_cache": "first_block"},
