@@ -27,7 +27,6 @@ from typing import Any
 from emage_agent.config import Settings
 from emage_agent.executor.devices import (
     Policy,
-    choose_residency,
     free_device_bytes,
     module_bytes,
     module_device,
@@ -201,21 +200,11 @@ class ModelManager:
             )
             pipe = getattr(diffusers, class_name)(scheduler=scheduler, transformer=transformer, **self.shared())
             pipe.set_progress_bar_config(disable=True)
-            self._decide_policy(transformer)
             self._place()
             self._pipelines[tool] = pipe
         return self._pipelines[tool]
 
     # -- residency -----------------------------------------------------------------------------
-
-    def _decide_policy(self, transformer: Any) -> None:
-        if self.policy is not None:
-            return
-        shared = sum(module_bytes(m) for m in self._shared_modules())
-        free = free_device_bytes(self.device)
-        self.policy = choose_residency(free, shared, module_bytes(transformer), len(self._sources()))
-        self.counters.residency = self.policy
-        log.info("residency %s: %.1f GiB free on %s", self.policy, free / 1024**3, self.device)
 
     def _place(self) -> None:
         """Put every loaded module where the policy wants it while idle."""
