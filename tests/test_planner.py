@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from emage_agent.executor.planner import COMPONENTS, GB, GiB, component_bytes, count_parameters, plan_memory, recommend
+from emage_agent.executor.planner import (
+    COMPONENTS,
+    GB,
+    ROW_BYTES,
+    GiB,
+    component_bytes,
+    count_parameters,
+    plan_memory,
+    recommend,
+)
 from tests.test_cli import emage
 
 TRANSFORMERS = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill"]
@@ -83,3 +92,20 @@ def test_doctor_plans_without_a_gpu_in_process(capsys: Any, tiny_settings: Any) 
     ):
         run_doctor(tiny_settings, Console(), vram_gb=vram, quantize=quantize, as_json=True)
         assert check(json.loads(capsys.readouterr().out)["memory_plan"])
+
+
+def test_random_full_size_model_has_the_planned_bytes() -> None:
+    """The benchmark's random CLIP-L: as many bytes as planned, before and after int8 in memory."""
+    import torch
+
+    from emage_agent.executor.quantize import tensor_bytes
+    from emage_agent.executor.synthetic import build_random, quantize_in_memory
+
+    model = build_random("text_encoder", torch.bfloat16, "cpu")
+    measured = sum(tensor_bytes(p) for p in model.parameters())
+    assert measured == component_bytes("text_encoder", "none")
+    counts = count_parameters("text_encoder")
+    quantize_in_memory(model, "int8", torch.bfloat16)
+    quantized = sum(tensor_bytes(p) for p in model.parameters())
+    # one byte a linear weight plus a few bytes of scale data a row (the plan budgets 8: an upper bound)
+    assert counts.linear + counts.other * 2 < quantized <= counts.linear + counts.rows * ROW_BYTES + counts.other * 2

@@ -30,6 +30,8 @@ BUS_BYTES_PER_S = 25 * GB
 # Published FLUX.1-dev 1024x1024, 28 steps, bf16 eager on one H100; the yardstick for "slower".
 REFERENCE_IMAGE_S = 6.6
 STEPS = 28
+# Per-row quantization data budgeted for int8/fp8 weights: a scale and a zero point, float32 at most.
+ROW_BYTES = 8
 
 # name -> (config file, library, class, role). Roles: transformer, shared (every pipeline), helper.
 COMPONENTS: dict[str, tuple[str, str, str, str]] = {
@@ -98,7 +100,7 @@ def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2) -> 
         return counts.total * dtype_bytes
     rest = counts.other * dtype_bytes
     if quantize in ("fp8", "int8"):
-        return counts.linear + counts.rows * 4 + rest  # one byte a weight, a float32 scale per row
+        return counts.linear + counts.rows * ROW_BYTES + rest  # one byte a weight, scale data per row
     if quantize == "nf4":
         # half a byte a weight; one absmax per 64 weights, itself 8-bit with a float32 per 256 blocks
         return counts.linear // 2 + counts.linear // 64 + counts.linear // (64 * 256) * 4 + rest

@@ -86,6 +86,8 @@ class SyntheticLoader:
         self._counters = counters
 
     def load(self, component: str, cls: Any, source: str, *, quantization: Any = None, **kwargs: Any) -> Any:
+        if component == "depth_estimator_processor":
+            return depth_processor()
         if not kwargs.get("weights", True) or component not in COMPONENTS:
             kwargs.pop("dtype", None)
             return self._files.load(component, cls, self._text_source, **kwargs)
@@ -101,6 +103,20 @@ class SyntheticLoader:
         size = sum(tensor_bytes(t) for t in model.parameters())
         log.info("built %s with random weights: %.2f GB", component, size / 1e9)
         return model
+
+
+def depth_processor() -> Any:
+    """Depth Anything V2's published preprocessing: 518 px, aspect kept, a multiple of 14."""
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    return DPTImageProcessorPil(
+        size={"height": 518, "width": 518},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_pad=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
 
 
 def _kind(quantization: Any) -> str:
