@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from emage_agent.errors import UserError
 from emage_agent.executor import Executor
@@ -80,7 +81,15 @@ def test_first_block_cache_skips_steps_within_a_bound(tiny_settings: Any, plain:
         ex.run("generate", {**ARGS, "steps": 4})  # a short run goes uncached
         hook.remove()
         assert len(calls) == 4
-        assert ex.counters.cached_runs == 2 and ex.counters.step_cache == "first_block"
+        # the edit pipelines name no cache context of their own: the executor names one
+        image_in = ex.run("generate", {**ARGS, "steps": 2}).image
+        mask = np.zeros((64, 64), dtype=np.uint8)
+        mask[16:48, 16:48] = 255
+        ex.run(
+            "inpaint", {"prompt": PROMPT, "seed": 1, "steps": 10}, {"image": image_in, "mask": Image.fromarray(mask)}
+        )
+        ex.run("depth_edit", {"prompt": PROMPT, "seed": 1, "steps": 12, "strength": 0.9}, {"image": image_in})
+        assert ex.counters.cached_runs == 4 and ex.counters.step_cache == "first_block"
     assert np.abs(image - reference).mean() < 0.05
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,10 @@ class Speed:
         size = (int(call.get("height") or 0), int(call.get("width") or 0))
         before = graphs_compiled()
         try:
-            yield
+            # FluxPipeline names its cache context per step; the edit pipelines name none, so name
+            # one for the whole call (an inner context replaces it, and clears it, step by step).
+            with transformer.cache_context("cond") if cached else nullcontext():
+                yield
         finally:
             new = graphs_compiled() - before
             self.counters.graphs_compiled += new
