@@ -106,6 +106,11 @@ def test_attention_auto_is_native_on_the_cpu() -> None:
 
     assert choose_attention("auto", "cpu") == "native"
     assert choose_attention("flex", "cpu") == "flex"
+    import importlib.util
+
+    if importlib.util.find_spec("sageattention") is None:
+        with pytest.raises(UserError, match="EMAGE_ATTENTION: sage attention needs the sageattention package"):
+            choose_attention("sage", "cuda")
 
 
 # ---- CUDA only: run on a GPU machine with `pytest -m gpu tests/test_speed.py` ---------------------------

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from emage_agent.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # A run with fewer effective denoising steps than this runs without the step cache.
@@ -34,6 +36,11 @@ ATTENTION_BACKENDS["flex"] = ("flex", None)
 def choose_attention(setting: str, device: str) -> str:
     """The backend for ``setting``; ``auto`` prefers flash, then sage, on CUDA, else native."""
     if setting != "auto":
+        package = ATTENTION_BACKENDS[setting][1]
+        if package and importlib.util.find_spec(package) is None:
+            raise UserError(
+                f"{setting} attention needs the {package} package; use auto or native", field="EMAGE_ATTENTION"
+            )
         return setting
     if device == "cuda":
         for name in ("flash", "sage"):
