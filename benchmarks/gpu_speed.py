@@ -147,7 +147,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     cols += ["inpaint_s", "peak_gb", "transformer_mb", "recompiles"]
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for row in rows:
-        lines.append(" | ".join(str(row.get(c, row.get("skipped", ""))) for c in cols))
+        if "skipped" in row:
+            lines.append(" | ".join([row["config"], f"skipped: {row['skipped']}"] + [""] * (len(cols) - 2)))
+        else:
+            lines.append(" | ".join(str(row.get(c, "")) for c in cols))
     return "\n".join(lines)
 
 
