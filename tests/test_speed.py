@@ -93,6 +93,16 @@ def test_first_block_cache_skips_steps_within_a_bound(tiny_settings: Any, plain:
     assert np.abs(image - reference).mean() < 0.05
 
 
+def test_taylorseer_runs_on_generate_and_edits_within_a_bound(tiny_settings: Any, plain: Any) -> None:
+    reference, _counters = plain
+    with Executor(tiny_settings.model_copy(update={"step_cache": "taylorseer"})) as ex:
+        image = pixels(ex.run("generate", ARGS).image)
+        edit = {"prompt": PROMPT, "seed": 1, "steps": 12, "strength": 0.9}
+        ex.run("depth_edit", edit, {"image": Image.fromarray((image * 255).astype(np.uint8))})
+        assert ex.counters.cached_runs == 2 and ex.counters.step_cache == "taylorseer"
+    assert np.abs(image - reference).mean() < 0.05
+
+
 def test_cuda_only_quantizations_say_so_on_the_cpu(tiny_settings: Any) -> None:
     for quantize in ("fp8", "nf4"):
         with pytest.raises(UserError, match="needs a CUDA GPU"):
