@@ -121,25 +121,35 @@ def switch_costs(args: argparse.Namespace, family: Any, device: str, extra: dict
     rows = []
     for residency in ("resident", "swap", "offload") if device == "cuda" else ("resident",):
         settings = base_settings(args, family, device).model_copy(update={**extra, "residency": residency})
-        with executor_for(settings, args, family) as executor:
-            manager = executor.models()
-            manager.activate("generate")
-            manager.activate("canny_edit")
-            manager.activate("generate")
-            before = executor.counters.bytes_to_device
-            start = time.perf_counter()
-            manager.activate("canny_edit")
-            if cuda() is not None and device == "cuda":
-                cuda().synchronize()
-            rows.append(
-                {
-                    "residency": residency,
-                    "switch_s": round(time.perf_counter() - start, 4),
-                    "bytes_to_device": executor.counters.bytes_to_device - before,
-                }
-            )
+        try:
+            rows.append(switch_cost(settings, args, family, device, residency))
+        except Exception as exc:  # noqa: BLE001 - e.g. resident bf16 on a card too small for it
+            rows.append({"residency": residency, "skipped": f"{type(exc).__name__}: {exc}"[:200]})
         gc.collect()
+        if device == "cuda":
+            cuda().empty_cache()
     return rows
+
+
+def switch_cost(
+    settings: Settings, args: argparse.Namespace, family: Any, device: str, residency: str
+) -> dict[str, Any]:
+    """Build two tools' pipelines, then time one switch between them."""
+    with executor_for(settings, args, family) as executor:
+        manager = executor.models()
+        manager.activate("generate")
+        manager.activate("canny_edit")
+        manager.activate("generate")
+        before = executor.counters.bytes_to_device
+        start = time.perf_counter()
+        manager.activate("canny_edit")
+        if cuda() is not None and device == "cuda":
+            cuda().synchronize()
+        return {
+            "residency": residency,
+            "switch_s": round(time.perf_counter() - start, 4),
+            "bytes_to_device": executor.counters.bytes_to_device - before,
+        }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -216,6 +226,9 @@ def main() -> None:
     print(table(rows))
     print()
     for s in switches:
+        if "skipped" in s:
+            print(f"tool switch ({s['residency']}): skipped: {s['skipped']}")
+            continue
         print(f"tool switch ({s['residency']}): {s['switch_s']} s, {s['bytes_to_device'] / 1e9:.2f} GB to the device")
     if card:
         print(f"recommended for {card['name']} ({card['vram_gib']} GiB): {card['recommended']['env']}")

@@ -75,13 +75,20 @@ def cache_config(mode: str, threshold: float) -> Any | None:
 
 
 def set_step_cache(transformer: Any, config: Any | None, on: bool) -> None:
-    """Switch ``transformer``'s step cache on or off for the next run (fresh state either way)."""
+    """Switch ``transformer``'s step cache on or off for the next run, with a fresh state.
+
+    Hooks change only when the switch does: re-installing them would make compiled blocks
+    recompile. The pipelines reset the hooks' state after each call; this resets it before too.
+    """
     if config is None:
         return
-    if getattr(transformer, "is_cache_enabled", False):
+    enabled = transformer.is_cache_enabled
+    if enabled and not on:
         transformer.disable_cache()
-    if on:
+    elif on and not enabled:
         transformer.enable_cache(config)
+    elif on:
+        transformer._reset_stateful_cache()
 
 
 def graphs_compiled() -> int:

@@ -29,16 +29,21 @@ def build_random(component: str, dtype: Any, device: str) -> Any:
 
     filename, library, class_name, _role = COMPONENTS[component]
     config = json.loads((CONFIGS / filename).read_text(encoding="utf-8"))
-    with torch.device(device):
-        if library == "diffusers":
-            import diffusers
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in the target dtype: a float32 FLUX would need 48 GB first
+    try:
+        with torch.device(device):
+            if library == "diffusers":
+                import diffusers
 
-            model = getattr(diffusers, class_name).from_config(config)
-        else:
-            import transformers
+                model = getattr(diffusers, class_name).from_config(config)
+            else:
+                import transformers
 
-            cls = getattr(transformers, class_name)
-            model = cls(cls.config_class(**config))
+                cls = getattr(transformers, class_name)
+                model = cls(cls.config_class(**config))
+    finally:
+        torch.set_default_dtype(previous)
     return model.to(dtype).eval()
 
 
