@@ -66,6 +66,17 @@ def test_regional_compile_does_not_recompile_at_the_same_size(tiny_settings: Any
     assert np.abs(pixels(first.image) - reference).max() <= 1 / 255 + 1e-6
 
 
+def test_step_cache_with_regional_compile_does_not_recompile(tiny_settings: Any) -> None:
+    update = {"compile": "regional", "compile_backend": "eager", "step_cache": "first_block"}
+    with Executor(tiny_settings.model_copy(update=update)) as ex:
+        ex.run("generate", ARGS)
+        compiled = ex.counters.graphs_compiled
+        ex.run("generate", {**ARGS, "steps": 2})  # short, yet cached: no hook changes
+        ex.run("generate", {**ARGS, "seed": 9})
+        assert ex.counters.graphs_compiled == compiled and ex.counters.recompiles == 0
+        assert ex.counters.cached_runs == 3
+
+
 def test_first_block_cache_skips_steps_within_a_bound(tiny_settings: Any, plain: Any) -> None:
     reference, _counters = plain
     settings = tiny_settings.model_copy(update={"step_cache": "first_block", "step_cache_threshold": 0.5})

@@ -11,7 +11,8 @@ pipeline built on that transformer runs the same way.
   whole transformer (faster steady state, one compile per variant and input width).
 - The step cache (First Block Cache or TaylorSeer) skips transformer work on steps whose
   output it can predict. Short runs (few effective steps, e.g. a light polish edit) run
-  uncached: each skipped step there is a large share of the image.
+  uncached: each skipped step there is a large share of the image; except with compilation
+  on, where removing and re-adding the cache's hooks would recompile the blocks.
 """
 
 from __future__ import annotations
@@ -55,11 +56,12 @@ def apply_attention(transformer: Any, backend: str) -> None:
     transformer.set_attention_backend(ATTENTION_BACKENDS[backend][0])
 
 
-def apply_compile(transformer: Any, mode: str, backend: str) -> None:
+def apply_compile(transformer: Any, mode: str, backend: str, fullgraph: bool = True) -> None:
+    """``fullgraph=False`` where a step cache is on: its decision to skip is a deliberate graph break."""
     if mode == "regional":
-        transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
+        transformer.compile_repeated_blocks(fullgraph=fullgraph, backend=backend)
     elif mode == "full":
-        transformer.compile(fullgraph=True, backend=backend)
+        transformer.compile(fullgraph=fullgraph, backend=backend)
 
 
 def cache_config(mode: str, threshold: float) -> Any | None:
@@ -121,13 +123,14 @@ class Speed:
     def prepare(self, transformer: Any) -> None:
         """Attention backend and compilation for a freshly loaded transformer."""
         apply_attention(transformer, self.attention)
-        apply_compile(transformer, self.compile, self.compile_backend)
+        apply_compile(transformer, self.compile, self.compile_backend, fullgraph=self.cache is None)
 
     @contextmanager
     def run(self, transformer: Any, call: dict[str, Any]) -> Iterator[None]:
         """Around one pipeline call: the step cache on or off, and the graphs it compiled counted."""
         effective = call.get("num_inference_steps", 28) * call.get("strength", 1.0)
-        cached = self.cache is not None and effective >= MIN_CACHED_STEPS
+        # With compilation on, switching the cache's hooks off and on would recompile the blocks.
+        cached = self.cache is not None and (effective >= MIN_CACHED_STEPS or self.compile != "off")
         set_step_cache(transformer, self.cache, cached)
         self.counters.cached_runs += int(cached)
         size = (int(call.get("height") or 0), int(call.get("width") or 0))
