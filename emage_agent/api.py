@@ -154,6 +154,8 @@ class Agent:
         except BaseException:
             session.try_report()
             raise
+        finally:
+            self.record_speed(session.store)  # as the executor resolved them, once it has loaded
         session.write_report()
         return session
 
@@ -165,7 +167,23 @@ class Agent:
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
-        return Session(self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json")))
+        session = Session(
+            self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
+        )
+        self.record_speed(session.store)
+        return session
+
+    def record_speed(self, store: SessionStore) -> None:
+        """Store the speed settings in the session: as configured, then as the executor resolved them."""
+        from emage_agent.config import speed_settings
+
+        speed = speed_settings(self.settings)
+        counters = getattr(self._executor, "counters", None)
+        for key in ("quantize", "attention", "residency"):
+            value = getattr(counters, key, None)
+            if isinstance(value, str):
+                speed[key] = value
+        store.update_options({"speed": speed})
 
     def open(self, session: str | Path) -> Session:
         """An existing session, by directory or by id under the session root."""
@@ -238,6 +256,7 @@ class Session:
         return self.store.dir
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
+        self.agent.record_speed(self.store)
         try:
             summary = self.loop.run(iterations)
         except BaseException:

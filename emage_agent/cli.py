@@ -37,6 +37,7 @@ app = typer.Typer(
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch"}
 err = Console(stderr=True, highlight=False)
+QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
 OPTION_NAMES = {
     "max_vlm_calls": "--max-vlm-calls",
     "max_gpu_seconds": "--max-gpu-seconds",
@@ -46,10 +47,11 @@ OPTION_NAMES = {
 ADAPTIVE_HELP = "Lower the threshold while the scores plateau (see --adaptive-floor, --adaptive-step)."
 
 
-def _settings(device: str | None = None) -> Any:
+def _settings(device: str | None = None, quantize: str | None = None) -> Any:
     from emage_agent.config import load_settings
 
-    return load_settings(**({"device": device} if device else {}))
+    overrides = {"device": device, "quantize": quantize}
+    return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
 def _agent(settings: Any, *, quiet: bool) -> tuple[Any, Any]:
@@ -95,6 +97,7 @@ def run_command(
     adaptive_floor: Annotated[float | None, typer.Option(help="Lowest adaptive threshold (default 0.6).")] = None,
     adaptive_step: Annotated[float | None, typer.Option(help="Adaptive threshold step (default 0.05).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
+    quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
 ) -> None:
     from emage_agent.options import parse_options
@@ -122,7 +125,7 @@ def run_command(
         raise UserError(
             str(exc).split(": ", 1)[-1], field=OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
         ) from None
-    settings = _settings(device)
+    settings = _settings(device, quantize)
     agent, view = _agent(settings, quiet=as_json)
     agent.root = out
     agent.check_ready()
@@ -156,10 +159,18 @@ def resume_command(
 
 
 @app.command("doctor", help="Check the GPU, the keys and the models, and say what is missing.")
-def doctor_command() -> None:
+def doctor_command(
+    vram: Annotated[float | None, typer.Option(help="Plan memory for a card with this many GiB.")] = None,
+    quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks and the memory plan as JSON.")] = False,
+) -> None:
     from emage_agent.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(_settings(), Console(highlight=False)))
+    if vram is not None and vram <= 0:
+        raise UserError("give the card's memory in GiB, e.g. --vram 24", field="--vram")
+    settings = _settings(quantize=quantize)
+    code = run_doctor(settings, Console(highlight=False), vram_gb=vram, quantize=quantize, as_json=as_json)
+    raise typer.Exit(code)
 
 
 @app.command("tools", help="Print the tool schemas for other agent systems.")

@@ -18,6 +18,19 @@ Device = Literal["auto", "cuda", "cpu"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 Residency = Literal["auto", "resident", "swap", "offload"]
 VLMChoice = Literal["auto", "gemini", "openai", "local"]
+QuantizeSetting = Literal["none", "fp8", "int8", "nf4", "auto"]
+CompileMode = Literal["off", "regional", "full"]
+StepCache = Literal["off", "first_block", "taylorseer"]
+Attention = Literal["auto", "native", "flash", "sage", "flex"]
+SPEED_FIELDS = (
+    "quantize",
+    "compile",
+    "compile_backend",
+    "step_cache",
+    "step_cache_threshold",
+    "attention",
+    "residency",
+)
 
 
 class Settings(BaseSettings):
@@ -73,12 +86,24 @@ class Settings(BaseSettings):
     device: Device = "auto"
     dtype: DType = "auto"
     residency: Residency = "auto"
+    # Speed (see the README's "Speed" section); every session records the values it ran with.
+    quantize: QuantizeSetting = "none"
+    compile: CompileMode = "off"
+    compile_backend: str = "inductor"
+    step_cache: StepCache = "off"
+    step_cache_threshold: float = Field(default=0.05, gt=0, le=1)
+    attention: Attention = "auto"
 
     session_root: Path = Path("emage-sessions")
     mcp_token: SecretStr | None = None
     # Host names the MCP HTTP server answers to besides its bind address (EMAGE_MCP_ALLOWED_HOSTS='["a.lan"]').
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_open_sessions: int = Field(default=32, ge=1, le=10_000)  # sessions the MCP server keeps open at most
+
+
+def speed_settings(settings: Settings) -> dict[str, object]:
+    """The settings that decide speed and memory, as a session records them."""
+    return {name: getattr(settings, name) for name in SPEED_FIELDS}
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -65,7 +68,50 @@ def _vlm_status(settings: Settings, role: Role, has_token: bool) -> tuple[str, s
         return "failed", str(exc)
 
 
-def run_doctor(settings: Settings, console: Console) -> int:
+def memory_plan(hw: dict[str, Any], vram_gb: float | None, quantize: str) -> dict[str, Any] | None:
+    """The memory plan for ``vram_gb`` GiB, else for the first GPU's free memory; None without either.
+
+    ``auto`` asks the card (fp8 from compute capability 8.9); without one it assumes an fp8 card.
+    """
+    from emage_agent.executor.planner import GiB, plan_memory, recommend
+
+    if vram_gb is not None:
+        vram = int(vram_gb * GiB)
+    elif hw["gpus"]:
+        vram = int(hw["gpus"][0]["free_gib"] * GiB)
+    else:
+        return None
+    capability = tuple(hw["gpus"][0]["capability"]) if hw["gpus"] else None
+    if quantize == "auto":
+        fp8 = capability is None or capability >= (8, 9)
+        quantize = "fp8" if fp8 else "int8"
+        if plan_memory(vram, quantize).residency == "offload":
+            quantize = "nf4"
+    plan = plan_memory(vram, quantize).model_dump(mode="json")
+    plan["recommended"] = recommend(vram, capability)  # type: ignore[arg-type]
+    return plan
+
+
+def _plan_rows(table: Table, plan: dict[str, Any] | None) -> None:
+    if plan is None:
+        table.add_row("memory plan", "-", "no GPU: give --vram GB to plan for a card")
+        return
+    detail = (
+        f"{plan['vram_gb']:g} GiB, quantize {plan['quantize']}: peak {plan['peak_bytes'] / 1e9:.1f} GB; "
+        f"{plan['advice']}"
+    )
+    table.add_row("memory plan", plan["residency"] + ("" if plan["fits"] else " (does not fit)"), detail)
+    table.add_row("recommended", "", plan["recommended"]["env"])
+
+
+def run_doctor(
+    settings: Settings,
+    console: Console,
+    *,
+    vram_gb: float | None = None,
+    quantize: str | None = None,
+    as_json: bool = False,
+) -> int:
     """Print the checks; exit code 0 when a session could start, 2 when something blocks it."""
     from emage_agent.executor.hardware import describe_hardware
 
@@ -87,8 +133,10 @@ def run_doctor(settings: Settings, console: Console) -> int:
         problems.append("GPU")
 
     token = settings.hf_token is not None
+    vlm: dict[str, dict[str, str]] = {}
     for role in ("evaluator", "planner") if settings.planner_vlm else ("evaluator",):
         status, detail = _vlm_status(settings, role, token)  # type: ignore[arg-type]
+        vlm[role] = {"status": status, "detail": detail}
         table.add_row(f"VLM ({role})" if settings.planner_vlm else "VLM", status, detail)
         if status not in ("ok", "set"):
             problems.append(f"VLM ({role})" if settings.planner_vlm else "VLM")
@@ -101,6 +149,12 @@ def run_doctor(settings: Settings, console: Console) -> int:
         table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "missing", f"{ref}: {detail}")
         if not ok:
             problems.append(field)
+    plan = memory_plan(hw, vram_gb, quantize or settings.quantize)
+    if as_json:
+        report = {"ready": not problems, "problems": problems, "hardware": hw, "vlm": vlm, "memory_plan": plan}
+        sys.stdout.write(json.dumps(report) + "\n")
+        return 2 if problems else 0
+    _plan_rows(table, plan)
     console.print(table)
     if problems:
         console.print(f"Not ready: fix {', '.join(problems)} (see above).", markup=False)

@@ -31,6 +31,8 @@ class RunOptions(BaseModel):
     adaptive_threshold: bool = False
     adaptive_floor: float | None = Field(default=None, ge=0.0, le=1.0)
     adaptive_step: float | None = Field(default=None, gt=0.0, le=1.0)
+    # The executor's speed settings the session ran with (see ``config.speed_settings``), for tracing.
+    speed: dict[str, Any] | None = None
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""

@@ -35,6 +35,7 @@ SUMMARY_KEYS = {
     "iterations",
     "stopped_because",
     "threshold_used",
+    "speed",
     "history",
     "vlm",
 }

@@ -71,14 +71,19 @@ def free_device_bytes(device: str) -> int:
 
     if device != "cuda":
         return 0
-    free, _total = torch.cuda.mem_get_info()
-    return int(free)
+    free, total = torch.cuda.mem_get_info()
+    # A process capped with set_per_process_memory_fraction can use no more than its share.
+    fraction = torch.cuda.get_per_process_memory_fraction()
+    cap = int(fraction * total) - torch.cuda.memory_reserved()
+    return int(min(free, cap))
 
 
 def module_bytes(module: Any) -> int:
     """Bytes of a module's parameters and buffers: what a move across the bus carries."""
+    from emage_agent.executor.quantize import tensor_bytes
+
     tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(tensor_bytes(t) for t in tensors)
 
 
 def module_device(module: Any) -> str:

@@ -51,14 +51,18 @@ def denoise(
 
     pipe = manager.activate(tool)
     prompt_embeds, pooled = manager.embed(pipe, prompt)
-    result = pipe(
-        prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled,
-        generator=torch.Generator(device="cpu").manual_seed(seed),
-        callback_on_step_end=_step_callback(on_step),
-        max_sequence_length=MAX_SEQUENCE_LENGTH,
-        **call,
-    )
+    with manager.speed.run(pipe.transformer, call):
+        result = pipe(
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled,
+            generator=torch.Generator(device="cpu").manual_seed(seed),
+            callback_on_step_end=_step_callback(on_step),
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            # FluxPipeline turns None into {}, the edit pipelines do not: one type for every tool keeps
+            # compiled blocks valid across a tool switch.
+            joint_attention_kwargs={},
+            **call,
+        )
     return result.images[0]
 
 

@@ -76,11 +76,13 @@ class Loader:
         dtype: Any = None,
         library: str = "diffusers",
         weights: bool = True,
+        quantization: Any = None,
     ) -> Any:
         """Load ``cls`` from ``source``; ``field`` is the setting to blame when that fails.
 
         ``weights=False`` for tokenizers, processors and schedulers, which read only small
-        text files even when weight files sit beside them.
+        text files even when weight files sit beside them. ``quantization`` is a diffusers or
+        transformers ``quantization_config``, applied while the weights load.
         """
         kwargs: dict[str, Any] = {}
         if subfolder:
@@ -89,6 +91,8 @@ class Loader:
             kwargs["token"] = self._token
         if dtype is not None:
             kwargs["torch_dtype" if library == "diffusers" else _dtype_kwarg()] = dtype
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
         log.info("loading %s from %s%s", component, source, f" ({subfolder})" if subfolder else "")
         try:
             loaded = cls.from_pretrained(source, **kwargs)

@@ -8,7 +8,13 @@ naming one repository share one load. Where they live follows the residency poli
 - ``resident``: everything on the device (no traffic after the first move);
 - ``swap``: encoders and VAE on the device, transformers wait in host memory and only the
   active one sits on the device;
-- ``offload``: diffusers' model CPU offload, for devices too small for one transformer.
+- ``offload``: diffusers' CPU offload, for devices too small for one transformer: per model
+  when the largest model fits, else per layer (``sequential``).
+
+With ``EMAGE_RESIDENCY=auto`` on a GPU the memory planner (``planner``) chooses the policy at
+start-up from the card's free memory and the quantization, before anything loads. The
+transformers and T5 are quantized while they load (``quantize``), and each transformer gets
+its attention backend and compilation once (``acceleration``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from typing import Any
 from emage_agent.config import Settings
 from emage_agent.executor.devices import (
     Policy,
-    choose_residency,
     free_device_bytes,
     module_bytes,
     module_device,
@@ -30,6 +35,7 @@ from emage_agent.executor.devices import (
     resolve_dtype,
 )
 from emage_agent.executor.loading import Loader
+from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
@@ -88,11 +94,36 @@ class ModelManager:
         self._aux: dict[str, tuple[Any, Any]] = {}
         self._embeddings = PromptCache(EMBEDDING_CACHE_SIZE)
         self.policy: Policy | None = None
+        self.offload_mode = "model"
+        self.plan: Any = None
+        free = free_device_bytes(self.device)
+        self.quantize = resolve_quantize(settings.quantize, self.device, free, len(self._sources()))
+        check_supported(self.quantize, self.device)
         if self.device == "cpu":
             self.policy = "resident"  # host memory is the device: nothing to move
         elif settings.residency != "auto":
             self.policy = settings.residency
+        else:
+            from emage_agent.executor.planner import plan_memory
+
+            self.plan = plan_memory(free, self.quantize, n_transformers=len(self._sources()))
+            self.policy, self.offload_mode = self.plan.residency, self.plan.offload_mode
+            log.info("memory plan: %s (%s)", self.policy, self.plan.advice)
         counters.residency = self.policy
+        from emage_agent.executor.acceleration import Speed
+
+        self.speed = Speed(settings, self.device, self.quantize, counters)
+
+    def use_loader(self, loader: Any) -> None:
+        """Replace where weights come from (the speed benchmark builds random full-size models)."""
+        self._loader = loader
+
+    def _sources(self) -> set[str]:
+        return {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
+
+    def _count_weights(self, component: str, module: Any) -> Any:
+        self.counters.weight_bytes[component] = module_bytes(module)
+        return module
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -120,9 +151,13 @@ class ModelManager:
                     dtype=self.dtype if weights else None,
                     library=library,
                     weights=weights,
+                    quantization=quantization_config(self.quantize, library) if name == "text_encoder_2" else None,
                 )
                 for name, cls, library, weights in parts
             }
+            for name, _cls, _library, weights in parts:
+                if weights:
+                    self._count_weights(name, self._shared[name])
         return self._shared
 
     def _shared_modules(self) -> list[Any]:
@@ -134,14 +169,18 @@ class ModelManager:
         if source not in self._transformers:
             from diffusers import FluxTransformer2DModel
 
-            self._transformers[source] = self._loader.load(
-                f"transformer:{field.removesuffix('_model')}",
+            component = f"transformer:{field.removesuffix('_model')}"
+            transformer = self._loader.load(
+                component,
                 FluxTransformer2DModel,
                 source,
                 field=env_name(field),
                 subfolder="transformer",
                 dtype=self.dtype,
+                quantization=quantization_config(self.quantize, "diffusers"),
             )
+            self.speed.prepare(transformer)
+            self._transformers[source] = self._count_weights(component, transformer)
         return self._transformers[source]
 
     def pipeline(self, tool: str) -> Any:
@@ -161,23 +200,11 @@ class ModelManager:
             )
             pipe = getattr(diffusers, class_name)(scheduler=scheduler, transformer=transformer, **self.shared())
             pipe.set_progress_bar_config(disable=True)
-            self._decide_policy(transformer)
             self._place()
             self._pipelines[tool] = pipe
         return self._pipelines[tool]
 
     # -- residency -----------------------------------------------------------------------------
-
-    def _decide_policy(self, transformer: Any) -> None:
-        if self.policy is not None:
-            return
-        fields = {f for _cls, f in TOOL_PIPELINES.values()}
-        sources = {getattr(self.settings, f) for f in fields}
-        shared = sum(module_bytes(m) for m in self._shared_modules())
-        free = free_device_bytes(self.device)
-        self.policy = choose_residency(free, shared, module_bytes(transformer), len(sources))
-        self.counters.residency = self.policy
-        log.info("residency %s: %.1f GiB free on %s", self.policy, free / 1024**3, self.device)
 
     def _place(self) -> None:
         """Put every loaded module where the policy wants it while idle."""
@@ -199,8 +226,11 @@ class ModelManager:
             move(pipe.transformer, self.device, self.counters)
         elif self.policy == "offload":
             # Hooks are re-installed per run: the shared modules carry the last pipeline's hooks.
-            pipe.enable_model_cpu_offload(device=self.device)
-            self._count_offload_moves(pipe)
+            if self.offload_mode == "sequential":
+                pipe.enable_sequential_cpu_offload(device=self.device)
+            else:
+                pipe.enable_model_cpu_offload(device=self.device)
+                self._count_offload_moves(pipe)
         return pipe
 
     def _count_offload_moves(self, pipe: Any) -> None:
@@ -250,6 +280,7 @@ class ModelManager:
             model = self._loader.load(name, model_cls, source, field=field, dtype=torch.float32, library="transformers")
             processor = self._loader.load(f"{name}_processor", processor_cls, source, field=field, weights=False)
             model.eval()
+            self._count_weights(name, model)
             move(model, self.device, self.counters)
             self._aux[name] = (model, processor)
         return self._aux[name]

@@ -26,7 +26,10 @@ class ExecutorCounters(BaseModel):
 
     ``bytes_read`` sums the weight files each ``from_pretrained`` loaded. ``bytes_to_device``
     and ``bytes_to_host`` count parameter and buffer bytes moved between host and accelerator
-    (always zero on a CPU-only run, where both are the same memory).
+    (always zero on a CPU-only run, where both are the same memory). ``weight_bytes`` is each
+    loaded model's size in memory as it runs (after quantization); a quantized tensor counts
+    its real storage, not the dtype it stands for. ``graphs_compiled`` counts torch.compile
+    graphs; ``recompiles`` those compiled for an image size that had already run.
     """
 
     device: str | None = None
@@ -39,6 +42,14 @@ class ExecutorCounters(BaseModel):
     embedding_misses: int = 0
     tool_calls: dict[str, int] = Field(default_factory=dict)
     tool_seconds: dict[str, float] = Field(default_factory=dict)
+    quantize: str | None = None
+    compile: str | None = None
+    step_cache: str | None = None
+    attention: str | None = None
+    weight_bytes: dict[str, int] = Field(default_factory=dict)
+    graphs_compiled: int = 0
+    recompiles: int = 0
+    cached_runs: int = 0
 
     @computed_field  # type: ignore[prop-decorator]
     @property

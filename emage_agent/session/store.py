@@ -392,6 +392,7 @@ class SessionStore:
             "iterations": sum(1 for s in steps if s.tool and s.tool not in NOT_TOOLS),
             "stopped_because": info.stopped_because,
             "threshold_used": threshold_used,
+            "speed": info.options.get("speed"),
             "history": history,
             "vlm": self.vlm_used(),
         }

@@ -1,0 +1,227 @@
+"""The memory planner: bytes per model from the published configs, and the residency that fits.
+
+The ``configs/`` folder ships the published ``config.json`` of every model EMage runs (no
+weights). Each is instantiated on PyTorch's meta device, which allocates nothing, so the
+parameter counts are exact and cost no memory. Bytes then follow the dtype and quantization:
+quantization (see ``quantize``) touches only the linear layers' weights of the transformers
+and T5; the helper models run in float32, as the executor loads them.
+
+Residency, fastest first: ``resident`` (every transformer on the device), ``swap`` (one at a
+time, the others in host memory), ``offload`` (diffusers' CPU offload: per model when the
+largest one fits, else ``sequential``, per layer, which moves a transformer over the bus on
+every step).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from emage_agent.executor.devices import DEFAULT_HEADROOM, GiB, Policy
+
+CONFIGS = Path(__file__).with_name("configs")
+GB = 10**9
+# Host-to-device bandwidth a pinned PCIe 4.0 x16 link sustains in practice.
+BUS_BYTES_PER_S = 25 * GB
+# Published FLUX.1-dev 1024x1024, 28 steps, bf16 eager on one H100; the yardstick for "slower".
+REFERENCE_IMAGE_S = 6.6
+STEPS = 28
+# Per-row quantization data budgeted for int8/fp8 weights: a scale and a zero point, float32 at most.
+ROW_BYTES = 8
+
+# name -> (config file, library, class, role). Roles: transformer, shared (every pipeline), helper.
+COMPONENTS: dict[str, tuple[str, str, str, str]] = {
+    "transformer:base": ("flux1-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
+    "transformer:canny": ("flux1-canny-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
+    "transformer:depth": ("flux1-depth-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
+    "transformer:fill": ("flux1-fill-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
+    "text_encoder_2": ("t5-xxl-encoder.json", "transformers", "T5EncoderModel", "shared"),
+    "text_encoder": ("clip-l-text.json", "transformers", "CLIPTextModel", "shared"),
+    "vae": ("flux1-vae.json", "diffusers", "AutoencoderKL", "shared"),
+    "depth_estimator": ("depth-anything-v2-small.json", "transformers", "DepthAnythingForDepthEstimation", "helper"),
+    "segmenter": ("clipseg-rd64-refined.json", "transformers", "CLIPSegForImageSegmentation", "helper"),
+}
+OffloadMode = Literal["none", "model", "sequential"]
+
+
+class ParameterCount(BaseModel):
+    """``linear`` weights are what quantization shrinks; ``rows`` their output features (one scale each)."""
+
+    linear: int
+    rows: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.linear + self.other
+
+
+def count_parameters(name: str) -> ParameterCount:
+    """Exact parameter counts of a shipped config, built on the meta device (no memory used)."""
+    filename, library, class_name, _role = COMPONENTS[name]
+    return _count(filename, library, class_name)
+
+
+@cache
+def _count(filename: str, library: str, class_name: str) -> ParameterCount:
+    import torch
+
+    config = json.loads((CONFIGS / filename).read_text(encoding="utf-8"))
+    with torch.device("meta"):
+        if library == "diffusers":
+            import diffusers
+
+            model = getattr(diffusers, class_name).from_config(config)
+        else:
+            import transformers
+
+            cls = getattr(transformers, class_name)
+            model = cls(cls.config_class(**config))
+    linear = rows = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            linear += module.weight.numel()
+            rows += module.out_features
+    total = sum(p.numel() for p in model.parameters())
+    return ParameterCount(linear=linear, rows=rows, other=total - linear)
+
+
+def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2) -> int:
+    """Bytes of ``name`` on the device at ``dtype_bytes`` per unquantized parameter."""
+    counts = count_parameters(name)
+    role = COMPONENTS[name][3]
+    if role == "helper":
+        return counts.total * 4  # float32, as the executor loads the helpers
+    if quantize == "none" or not (role == "transformer" or name == "text_encoder_2"):
+        return counts.total * dtype_bytes
+    rest = counts.other * dtype_bytes
+    if quantize in ("fp8", "int8"):
+        return counts.linear + counts.rows * ROW_BYTES + rest  # one byte a weight, scale data per row
+    if quantize == "nf4":
+        # half a byte a weight; one absmax per 64 weights, itself 8-bit with a float32 per 256 blocks
+        return counts.linear // 2 + counts.linear // 64 + counts.linear // (64 * 256) * 4 + rest
+    raise ValueError(f"unknown quantization {quantize!r}")
+
+
+class MemoryPlan(BaseModel):
+    """What fits in ``vram_gb`` GiB, and what it will cost; ``doctor --json`` prints it."""
+
+    vram_gb: float
+    quantize: str
+    residency: Policy
+    offload_mode: OffloadMode
+    peak_bytes: int
+    fits: bool
+    components: dict[str, int]
+    headroom_bytes: int
+    bus_bytes_per_image: int
+    tool_switch_bytes: int
+    extra_seconds_per_image: float
+    slowdown_vs_resident: float
+    advice: str
+
+
+def plan_memory(
+    vram_bytes: int,
+    quantize: str = "none",
+    *,
+    n_transformers: int = 4,
+    residency: str = "auto",
+    headroom: int = DEFAULT_HEADROOM,
+) -> MemoryPlan:
+    """The fastest residency whose peak fits ``vram_bytes`` (or the one asked for), with its costs."""
+    names = [n for n in COMPONENTS if COMPONENTS[n][3] != "transformer" or _wanted(n, n_transformers)]
+    sizes = {n: component_bytes(n, quantize) for n in names}
+    transformers = [sizes[n] for n in names if n.startswith("transformer:")]
+    shared = sum(sizes[n] for n in names if COMPONENTS[n][3] == "shared")
+    helpers = sum(sizes[n] for n in names if COMPONENTS[n][3] == "helper")
+    largest = max(transformers)
+    peaks = {
+        "resident": shared + helpers + sum(transformers) + headroom,
+        "swap": shared + helpers + largest + headroom,
+        "offload": helpers + max(largest, sizes["text_encoder_2"]) + headroom,
+    }
+    if residency == "auto":
+        residency = next((p for p in ("resident", "swap") if peaks[p] <= vram_bytes), "offload")
+    policy: Policy = residency  # type: ignore[assignment]
+    mode: OffloadMode = "none"
+    peak = peaks[policy]
+    encoders = sizes["text_encoder_2"] + sizes["text_encoder"] + sizes["vae"]
+    bus = 0
+    if policy == "offload":
+        mode = "model" if peak <= vram_bytes else "sequential"
+        if mode == "sequential":
+            # one transformer block at a time: the peak is the activations, the cost is the bus
+            peak = helpers + headroom
+            bus = encoders + largest * STEPS
+        else:
+            bus = encoders + largest
+    switch = 0 if policy == "resident" else largest
+    extra = bus / BUS_BYTES_PER_S
+    slowdown = (REFERENCE_IMAGE_S + extra) / REFERENCE_IMAGE_S
+    return MemoryPlan(
+        vram_gb=round(vram_bytes / GiB, 2),
+        quantize=quantize,
+        residency=policy,
+        offload_mode=mode,
+        peak_bytes=peak,
+        fits=peak <= vram_bytes,
+        components=sizes,
+        headroom_bytes=headroom,
+        bus_bytes_per_image=bus,
+        tool_switch_bytes=switch,
+        extra_seconds_per_image=round(extra, 2),
+        slowdown_vs_resident=round(slowdown, 2),
+        advice=_advice(policy, mode, quantize, extra, slowdown, switch),
+    )
+
+
+def _wanted(name: str, n_transformers: int) -> bool:
+    order = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill"]
+    return order.index(name) < max(1, n_transformers)
+
+
+def _advice(policy: str, mode: str, quantize: str, extra: float, slowdown: float, switch: int) -> str:
+    if policy == "resident":
+        return "every model stays on the device: tool switches move nothing"
+    if policy == "swap":
+        return (
+            f"one transformer at a time: each tool switch moves {switch / GB:.1f} GB "
+            f"(about {switch / BUS_BYTES_PER_S:.1f} s at {BUS_BYTES_PER_S // GB} GB/s)"
+        )
+    lighter = {"none": "fp8 (or int8 below compute capability 8.9)", "int8": "nf4", "fp8": "nf4"}.get(quantize)
+    hint = f"; try --quantize {lighter}" if lighter else ""
+    return (
+        f"{mode} CPU offload: about {extra:.0f} s of bus transfers per 1024x1024 {STEPS}-step image, "
+        f"roughly {slowdown:.1f}x slower than resident (against {REFERENCE_IMAGE_S} s of H100 compute){hint}"
+    )
+
+
+def plan_as_dict(plan: MemoryPlan) -> dict[str, Any]:
+    return plan.model_dump(mode="json")
+
+
+def recommend(vram_bytes: int, capability: tuple[int, int] | None = None, n_transformers: int = 4) -> dict[str, Any]:
+    """The settings to use on a card: the least lossy quantization with the best residency.
+
+    fp8 first where the card has fp8 tensor cores (or when the card is unknown): it is also
+    the fastest; otherwise bf16, then int8, then nf4. Regional compilation is always worth it
+    for more than one image (it compiles in about a minute and is re-used by every tool).
+    """
+    fp8 = capability is None or capability >= (8, 9)
+    order = ["fp8", "nf4"] if fp8 else ["none", "int8", "nf4"]
+    plans = {q: plan_memory(vram_bytes, q, n_transformers=n_transformers) for q in order}
+    rank = {"resident": 0, "swap": 1, "offload": 2}
+    best = min(order, key=lambda q: (rank[plans[q].residency], plans[q].bus_bytes_per_image, order.index(q)))
+    return {
+        "quantize": best,
+        "compile": "regional",
+        "step_cache": "off",
+        "attention": "auto",
+        "residency": plans[best].residency,
+        "env": f"EMAGE_QUANTIZE={best} EMAGE_COMPILE=regional EMAGE_ATTENTION=auto",
+    }
