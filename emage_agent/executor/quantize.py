@@ -30,7 +30,9 @@ def quantization_config(quantize: str, library: str) -> Any | None:
         try:
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig
         except ImportError:
-            raise UserError(f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD) from None
+            raise UserError(
+                f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD
+            ) from None
         if library == "diffusers":
             from diffusers import TorchAoConfig
         else:
@@ -42,7 +44,9 @@ def quantization_config(quantize: str, library: str) -> Any | None:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise UserError("EMAGE_QUANTIZE=nf4 needs bitsandbytes: pip install 'emage-agent[quant]'", field=FIELD) from None
+            raise UserError(
+                "EMAGE_QUANTIZE=nf4 needs bitsandbytes: pip install 'emage-agent[quant]'", field=FIELD
+            ) from None
         import torch
 
         if library == "diffusers":
