@@ -25,6 +25,7 @@ from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepReco
 from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
+EDIT_TOOLS = ("canny_edit", "depth_edit", "inpaint", "edit")  # tools that change the current image
 
 
 class SessionLoop:
@@ -263,7 +264,7 @@ class SessionLoop:
         args = dict(call.args)
         if call.name in ("canny_edit", "depth_edit") and rec.strength is not None:
             args.setdefault("strength", rec.strength)
-        if call.name in ("canny_edit", "depth_edit", "inpaint") and "image" in args and args["image"] != "current":
+        if call.name in EDIT_TOOLS and "image" in args and args["image"] != "current":
             args["image"] = "current"  # edits always start from the best image
         if call.name == "generate":
             args.setdefault("width", self.options.width)
@@ -282,7 +283,7 @@ class SessionLoop:
             recommendation=rec,
             history=history[-8:],
             image_png=png_bytes(self.view.current_image()),
-            allowed_tools=list(TOOL_NAMES),
+            allowed_tools=[t for t in TOOL_NAMES if t != "edit" or self.config.edit_tool],
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
@@ -368,7 +369,7 @@ class SessionLoop:
 
     def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
         images: dict[str, Image.Image] = {}
-        if call.name in ("canny_edit", "depth_edit", "inpaint", "make_mask"):
+        if call.name in (*EDIT_TOOLS, "make_mask"):
             ref = call.args.get("image", "current")
             images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
         if call.name == "inpaint":

@@ -48,7 +48,10 @@ class Agent:
         self._client: Any = None
         self._seen_calls = 0
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
-        self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
+        # The instruction edit is offered when its Kontext model is configured (EMAGE_KONTEXT_MODEL=none: never).
+        self.selector_config = selector_config or strategy.SelectorConfig(
+            threshold_relax_per_iteration=0.0, edit_tool=self.settings.edit_enabled
+        )
         self.on_event = on_event
 
     # ---- collaborators, built on first use ------------------------------------------

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from emage_agent.config import Settings
 
-VARIANTS = ("base", "canny", "depth", "fill")
-TRANSFORMER_IN_CHANNELS = {"base": 8, "canny": 16, "depth": 16, "fill": 20}
+VARIANTS = ("base", "canny", "depth", "fill", "kontext")
+# Kontext reads the image as extra tokens beside the noise, not as extra channels: the base's 8.
+TRANSFORMER_IN_CHANNELS = {"base": 8, "canny": 16, "depth": 16, "fill": 20, "kontext": 8}
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,19 @@ class TinyFamily:
     canny: Path
     depth: Path
     fill: Path
+    kontext: Path
     depth_estimator: Path
     segmenter: Path
 
     def settings(self, **overrides: object) -> Settings:
-        """Settings that point every model at this family, on the CPU in float32, ignoring any .env."""
+        """Settings that point every model at this family, on the CPU in float32, ignoring any .env.
+
+        The optional capabilities (the Kontext edit, the detector) stay off unless a test turns them on
+        (``kontext_model=str(family.kontext)``), so the loop's default tool choices are those of the core tools.
+        """
         values: dict[str, object] = {
+            "kontext_model": "none",
+            "detector": "none",
             "base_model": str(self.base),
             "canny_model": str(self.canny),
             "depth_model": str(self.depth),
@@ -258,7 +266,7 @@ def _segmenter(folder: Path, tokenizer) -> None:
 
 def build_tiny_family(root: Path) -> TinyFamily:
     """Write the family under ``root`` (idempotent: a finished family is reused as it is)."""
-    from diffusers import FluxControlPipeline, FluxFillPipeline, FluxPipeline
+    from diffusers import FluxControlPipeline, FluxFillPipeline, FluxKontextPipeline, FluxPipeline
 
     root = Path(root)
     family = TinyFamily(
@@ -267,11 +275,12 @@ def build_tiny_family(root: Path) -> TinyFamily:
         canny=root / "FLUX.1-Canny-dev",
         depth=root / "FLUX.1-Depth-dev",
         fill=root / "FLUX.1-Fill-dev",
+        kontext=root / "FLUX.1-Kontext-dev",
         depth_estimator=root / "depth-anything",
         segmenter=root / "clipseg",
     )
     done = root / "done.json"
-    if done.is_file():
+    if done.is_file() and set(json.loads(done.read_text(encoding="utf-8"))["variants"]) >= set(VARIANTS):
         return family
 
     tokenizer = clip_tokenizer()
@@ -281,6 +290,7 @@ def build_tiny_family(root: Path) -> TinyFamily:
         "canny": FluxControlPipeline,
         "depth": FluxControlPipeline,
         "fill": FluxFillPipeline,
+        "kontext": FluxKontextPipeline,
     }
     for seed, variant in enumerate(VARIANTS):
         transformer = _transformer(TRANSFORMER_IN_CHANNELS[variant], seed)

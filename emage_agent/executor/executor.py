@@ -19,14 +19,14 @@ from PIL import Image
 
 from emage_agent.config import Settings
 from emage_agent.contracts import validate_arguments
-from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument
+from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument, UserError
 from emage_agent.executor import inputs
 from emage_agent.executor.generation import CallbackRaised
 from emage_agent.executor.types import ExecutorCounters, ToolOutput
 
 log = logging.getLogger(__name__)
 
-DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint")
+DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint", "edit")
 SEED_LIMIT = 2**32
 
 
@@ -62,6 +62,11 @@ class Executor:
     ) -> ToolOutput:
         """Run ``tool``; ``images`` holds ``image`` (and ``mask`` for inpaint) as PIL images."""
         args, checked = _check(tool, args, images)
+        if tool == "edit" and not self.settings.edit_enabled:
+            raise UserError(
+                "edit is switched off; set EMAGE_KONTEXT_MODEL to a FLUX.1 Kontext model to use it",
+                field="EMAGE_KONTEXT_MODEL",
+            )
         with self._lock:
             manager = self.models()
             start = time.perf_counter()
@@ -113,8 +118,10 @@ def _check(
     if tool == "make_mask":
         inputs.mask_region(args)
         checked["image"] = inputs.rgb_image(images, edit=False)
-    elif tool in ("canny_edit", "depth_edit", "inpaint"):
+    elif tool in ("canny_edit", "depth_edit", "inpaint", "edit"):
         checked["image"] = inputs.rgb_image(images)
+    if tool == "edit" and args.get("box") is not None:
+        inputs.mask_region({"box": args["box"]})
     if tool == "inpaint":
         checked["mask"] = inputs.mask_image(images, checked["image"].size)
     if tool in DENOISING_TOOLS and args.get("seed") is None:
@@ -145,6 +152,10 @@ def _dispatch(
         from emage_agent.executor.inpainting import inpaint
 
         return inpaint(manager, args, images["image"], images["mask"], on_step)
+    if tool == "edit":
+        from emage_agent.executor.editing import edit
+
+        return edit(manager, args, images["image"], on_step)
     if tool == "make_mask":
         from emage_agent.executor.masks import make_mask
 

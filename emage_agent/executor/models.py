@@ -40,6 +40,7 @@ TOOL_PIPELINES = {
     "canny_edit": ("FluxControlImg2ImgPipeline", "canny_model"),
     "depth_edit": ("FluxControlImg2ImgPipeline", "depth_model"),
     "inpaint": ("FluxFillPipeline", "fill_model"),
+    "edit": ("FluxKontextPipeline", "kontext_model"),
 }
 MAX_SEQUENCE_LENGTH = 512  # FLUX.1-dev's T5 context
 EMBEDDING_CACHE_SIZE = 32  # T5 embeddings are 4 MiB each in bfloat16
@@ -172,7 +173,7 @@ class ModelManager:
         if self.policy is not None:
             return
         fields = {f for _cls, f in TOOL_PIPELINES.values()}
-        sources = {getattr(self.settings, f) for f in fields}
+        sources = {getattr(self.settings, f) for f in fields} - {"none", "None", "off", ""}
         shared = sum(module_bytes(m) for m in self._shared_modules())
         free = free_device_bytes(self.device)
         self.policy = choose_residency(free, shared, module_bytes(transformer), len(sources))

@@ -97,7 +97,7 @@ DESCRIPTIONS = {
 }
 INSTRUCTIONS = (
     "EMage makes images match their prompt. Use refine for the automatic loop, or the single tools "
-    "(generate first; then make_mask + inpaint, canny_edit, depth_edit, rewrite_prompt) with the session_id that "
+    "(generate first; then edit, make_mask + inpaint, canny_edit, depth_edit, rewrite_prompt) with the session_id that "
     "generate returns. Images are referred to by artifact ids such as 's3-image'; 'current' is the session's best."
 )
 
