@@ -122,6 +122,20 @@ class SessionLoop:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
         self.evaluate_head()
 
+    def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        images = {"image": image} | ({"mask": region} if region is not None else {})
+        record = StepRecord(
+            tool="upload", args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
+        )
+        step = self.store.commit_step(record.model_copy(update={"note": note or "the user's picture"}), images=images)
+        if region is not None:
+            self.options = self.options.model_copy(update={"region": f"s{step}-mask"})
+            self.store.update_options({"region": self.options.region})
+        if note:
+            self._emit("warning", note, step=step)
+        self.evaluate_head()
+
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
         if iterations is not None:
@@ -372,6 +386,9 @@ class SessionLoop:
         if call.name in (*EDIT_TOOLS, "make_mask"):
             ref = call.args.get("image", "current")
             images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
+        if self.options.region and call.name in IMAGE_TOOLS:  # the user's region: the rest is pasted back
+            images["region"] = self.store.load_image(self.options.region)
+            images.setdefault("image", self.view.current_image())
         if call.name == "inpaint":
             ref = call.args.get("mask", "latest")
             if ref == "latest":

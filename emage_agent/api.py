@@ -132,16 +132,39 @@ class Agent:
             resolve_device(self.settings)
 
     # ---- sessions -------------------------------------------------------------------
-    def start(self, prompt: str, **options: Any) -> Session:
-        """Create a session and make its first image (generated and evaluated)."""
+    def start(
+        self,
+        prompt: str,
+        *,
+        image: str | Path | Image.Image | None = None,
+        mask: str | Path | Image.Image | None = None,
+        **options: Any,
+    ) -> Session:
+        """Create a session and make its first image (generated and evaluated).
+
+        ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
+        ``mask`` (white = may change) limits every repair to a region of it.
+        """
         prompt = (prompt or "").strip()
         if not prompt:
             raise UserError("the prompt is empty; say what the image should show", field="prompt")
+        if mask is not None and image is None:
+            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
+        picture, region, note = None, None, ""
+        if image is not None:
+            from emage_agent.upload import load_region_mask, load_start_image
+
+            picture, note = load_start_image(image)
+            region = load_region_mask(mask, picture.size) if mask is not None else None
+            options = {**options, "width": picture.width, "height": picture.height}
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         store = SessionStore.create(self.root, original_prompt=prompt, options=opts.model_dump(mode="json"))
         session = Session(self, store)
         try:
-            session.loop.start()
+            if picture is not None:
+                session.loop.start_from(picture, region, note)
+            else:
+                session.loop.start()
         finally:
             session.write_report()
         return session

@@ -77,6 +77,8 @@ def run_command(
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
+    image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
 ) -> None:
     from emage_agent.options import parse_options
 
@@ -105,7 +107,7 @@ def run_command(
     agent.root = out
     agent.check_ready()
     with view:
-        session = agent.start(prompt, **options)
+        session = agent.start(prompt, image=image, mask=mask, **options)
         view.session(session.dir, iterations=iterations)
         summary = session.run()
     _finish(summary, as_json)
@@ -162,6 +164,8 @@ def chat_command(
     session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session.")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
 ) -> None:
     from emage_agent.chat import run_chat
 
@@ -171,7 +175,7 @@ def chat_command(
     agent, _view = _agent(settings, quiet=True)
     agent.root = out
     agent.check_ready()
-    run_chat(agent, prompt, session_dir, console=Console(highlight=False))
+    run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask)
 
 
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")

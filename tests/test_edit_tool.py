@@ -127,7 +127,13 @@ def test_recommendation_carries_an_instruction_and_a_padded_box() -> None:
     assert top.args["box"] == [50, 150, 350, 450]
     assert top.args["guidance"] == 2.5
     assert validate_arguments("edit", top.args)
+    assert [c.tool for c in rec.ranked] == ["edit", "canny_edit"]  # the old choice stays, a close second
+    assert rec.ranked[1].weight == pytest.approx(0.9 * top.weight)
     assert [c.tool for c in recommend(ev(boxed), [], OFF, 0, PROMPT).ranked] == ["canny_edit"]
+    small = recommend(ev(SMALL_OBJECT), [], ON, 0, PROMPT)
+    assert [c.tool for c in small.ranked] == ["edit", "make_mask", "inpaint"]
+    canny = ToolCall(name="canny_edit", args={"prompt": PROMPT})
+    assert review(canny, rec, [], BudgetState(), ON).accepted
 
 
 def test_veto_rejects_edit_when_switched_off_and_a_repeat_that_failed() -> None:

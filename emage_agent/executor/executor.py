@@ -72,6 +72,8 @@ class Executor:
             start = time.perf_counter()
             try:
                 output = _dispatch(manager, tool, args, checked, on_step)
+                if "region" in checked and output.image is not None:
+                    output = _within_region(output, checked["image"], checked["region"])
             except CallbackRaised as raised:
                 raise raised.original from None
             except EmageError:
@@ -124,6 +126,12 @@ def _check(
         inputs.mask_region({"box": args["box"]})
     if tool == "inpaint":
         checked["mask"] = inputs.mask_image(images, checked["image"].size)
+    if "region" in images and tool in DENOISING_TOOLS:  # the session's region: nothing outside it may change
+        if "image" not in checked:
+            checked["image"] = inputs.rgb_image(images)
+        checked["region"] = inputs.mask_image(images, checked["image"].size, field="region")
+        if tool == "generate" and checked["image"].size != (args["width"], args["height"]):
+            raise InvalidArgument("with a region, generate must keep the current image's size", field="width")
     if tool in DENOISING_TOOLS and args.get("seed") is None:
         args["seed"] = secrets.randbelow(SEED_LIMIT)
     return args, checked
@@ -161,6 +169,15 @@ def _dispatch(
 
         return make_mask(manager, args, images["image"])
     raise InvalidArgument(f"the executor does not run {tool!r}", field="tool")
+
+
+def _within_region(output: ToolOutput, original: Image.Image, region: Image.Image) -> ToolOutput:
+    """The output pasted over ``original`` through the user's region, so pixels outside it never change."""
+    from emage_agent.executor.inpainting import paste_back
+
+    image = paste_back(original, output.image, region)
+    note = "; ".join(n for n in (output.note, "kept outside the session's region") if n)
+    return output.model_copy(update={"image": image, "note": note})
 
 
 def _failure(tool: str, exc: Exception) -> ExecutionFailure:

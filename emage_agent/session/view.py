@@ -13,7 +13,7 @@ from emage_agent.evaluation import Evaluation
 from emage_agent.planning import HistoryEntry
 from emage_agent.session.store import SessionStore, StepRecord
 
-IMAGE_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint", "edit"})
+IMAGE_TOOLS = frozenset({"upload", "generate", "canny_edit", "depth_edit", "inpaint", "edit"})
 
 
 class SessionView:

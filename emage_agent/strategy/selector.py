@@ -77,6 +77,7 @@ CATEGORY_TOOL: dict[str, str] = {
 }
 # With the instruction edit on, these categories go to ``edit`` (see ``repair_tool``).
 EDIT_CATEGORIES = frozenset({"object", "style"})
+EDIT_ALTERNATIVE = 0.9  # weight factor of the pre-edit tool offered beside an edit
 EDIT_BOX_MARGIN = 50  # a focus box grows by this much (of 1000) per side: the VLM's boxes are rough
 # Ties are broken by this order: prepare before acting (rewrite before generate, mask before inpaint),
 # then the most local edit first, the whole-image regeneration last.
@@ -247,6 +248,14 @@ def _options(
         if tool == "edit":
             args = _instruction_args(issues, it, config)
             out.append(_opt(tool, weight, f"edit {target!r} by instruction; {why}", args, args["instruction"]))
+            # The tool the issue had before edit stays a close second, so a planner choosing it is not vetoed.
+            alt, alt_weight = CATEGORY_TOOL[issues[0].category], round(weight * EDIT_ALTERNATIVE, 6)
+            alt_target = (call_target("make_mask", _mask_args(issues[0])) or "") if alt == "inpaint" else prompt
+            if alt == "inpaint":
+                reason = f"mask {alt_target!r} for inpaint (alternative to edit); {why}"
+                out.append(_opt("make_mask", alt_weight, reason, _mask_args(issues[0]), alt_target))
+            alt_args = _edit_args(alt, it, config, prompt)
+            out.append(_opt(alt, alt_weight, f"alternative to edit; {why}", alt_args, alt_target))
             continue
         out.append(_opt(tool, weight, why, _edit_args(tool, it, config, prompt), target))
     return out
