@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.checking import DetectorCheck
 from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation
@@ -22,6 +23,7 @@ from emage_agent.options import AgentEvent, RunOptions
 from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.ports import RunsTools, png_bytes
 from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepRecord
+from emage_agent.verification import Detection
 from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
@@ -42,6 +44,8 @@ class SessionLoop:
         config: strategy.SelectorConfig,
         usage: Callable[[], list[dict[str, Any]]] = list,
         emit: Callable[[AgentEvent], None] | None = None,
+        detector: Callable[[Image.Image, list[str]], list[Detection]] | None = None,
+        detector_confidence: float = 0.3,
     ) -> None:
         self.store = store
         self.view = SessionView(store)
@@ -53,6 +57,11 @@ class SessionLoop:
         self._usage = usage
         self._emit_fn = emit
         self.options = RunOptions(**store.info.options)
+        self.detector_check = (
+            None
+            if detector is None
+            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self._record_usage)
+        )
 
     # ---- small helpers -------------------------------------------------------------
     def _emit(self, kind: str, message: str, **data: Any) -> None:
@@ -95,6 +104,8 @@ class SessionLoop:
             evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
         finally:
             self._record_usage(rec.step)
+        if self.detector_check is not None:
+            evaluation = self.detector_check(image, evaluation)
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score

@@ -113,6 +113,8 @@ class Agent:
             config=self.selector_config,
             usage=self._new_calls,
             emit=self._emit,
+            detector=getattr(self.executor, "detect", None) if self.settings.detector_enabled else None,
+            detector_confidence=self.settings.detector_threshold,
         )
 
     def _emit(self, event: AgentEvent) -> None:

@@ -28,6 +28,7 @@ class RunOptions(BaseModel):
     max_vlm_calls: int | None = Field(default=None, ge=1)
     max_gpu_seconds: float | None = Field(default=None, gt=0)
     region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
+    objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""

@@ -86,6 +86,25 @@ class Executor:
         log.info("%s took %.2fs", tool, seconds)
         return output.model_copy(update={"seconds": seconds})
 
+    def detect(self, image: Image.Image, labels: list[str]) -> list[Any]:
+        """The detector's confident boxes for ``labels`` (``verification.Detection``); [] when it is off."""
+        if not self.settings.detector_enabled or not labels:
+            return []
+        image = inputs.rgb_image({"image": image}, edit=False)
+        with self._lock:
+            manager = self.models()
+            start = time.perf_counter()
+            try:
+                from emage_agent.executor.detection import detect
+
+                return detect(manager, image, labels, self.settings.detector_threshold)
+            except EmageError:
+                raise
+            except Exception as exc:
+                raise _failure("detect", exc) from exc
+            finally:
+                self._counters.count_call("detect", time.perf_counter() - start)
+
     def close(self) -> None:
         """Free every model; a later ``run`` loads again (and the counters will show it)."""
         with self._lock:

@@ -265,6 +265,11 @@ class ModelManager:
 
         return self._auxiliary("segmenter", CLIPSegForImageSegmentation, CLIPSegProcessor)
 
+    def detector(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        return self._auxiliary("detector", AutoModelForZeroShotObjectDetection, AutoProcessor)
+
     # -- introspection and teardown ------------------------------------------------------------
 
     def loaded_pipelines(self) -> dict[str, Any]:

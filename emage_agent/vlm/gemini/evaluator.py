@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from emage_agent.evaluation import Evaluation, Issue, IssueCategory
 from emage_agent.resources import load_prompt
+from emage_agent.verification import ObjectSpec
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.gemini.parsing import read_evaluation
 
@@ -74,6 +75,16 @@ def apply_feedback(evaluation: Evaluation, remarks: dict[int, Issue], feedback: 
     return evaluation.model_copy(update={"issues": pinned + issues})
 
 
+class ObjectAnswer(BaseModel):
+    name: str = Field(description="The object as a detector query, one to three words, singular")
+    count: int | None = Field(default=None, description="How many the request asks for, or null")
+    position: str | None = Field(default=None, description="left | right | top | bottom | center, or null")
+
+
+class ObjectsAnswer(BaseModel):
+    objects: list[ObjectAnswer] = Field(description="The visible objects the request names, at most 8")
+
+
 class Evaluator:
     """``evaluate(png, prompt)`` -> ``Evaluation``. Raises ``UnreadableAnswer`` rather than guess a score."""
 
@@ -110,6 +121,30 @@ class Evaluator:
         if how != "structured":
             log.warning("gemini evaluation read from %s (structured output did not parse)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
+
+    def objects(self, prompt: str) -> list[ObjectSpec]:
+        """The objects the prompt names, for detector verification; asked once per session."""
+        contents = [types.Content(role="user", parts=[types.Part(text=load_prompt("objects", prompt=prompt.strip()))])]
+        config = types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_schema=ObjectsAnswer,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        response = self.client.generate("objects", contents, config)
+        parsed = response.parsed
+        if not isinstance(parsed, ObjectsAnswer):
+            try:
+                parsed = ObjectsAnswer.model_validate_json(_answer_text(response))
+            except ValueError:
+                log.warning("gemini object list unreadable; detector verification is skipped")
+                return []
+        specs: list[ObjectSpec] = []
+        for item in parsed.objects[:8]:
+            position = item.position if item.position in ("left", "right", "top", "bottom", "center") else None
+            count = item.count if item.count is not None and 0 <= item.count <= 50 else None
+            if item.name.strip():
+                specs.append(ObjectSpec(name=item.name.strip()[:100], count=count, position=position))
+        return specs
 
 
 def _answer_text(response: types.GenerateContentResponse) -> str:
