@@ -79,6 +79,7 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    candidates: Annotated[int, typer.Option(help="First images and variants per repair; the best is kept.")] = 1,
 ) -> None:
     from emage_agent.options import parse_options
 
@@ -93,6 +94,7 @@ def run_command(
         planner=planner,
         max_vlm_calls=max_vlm_calls,
         max_gpu_seconds=max_gpu_seconds,
+        candidates=candidates,
     )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")

@@ -27,6 +27,7 @@ class RunOptions(BaseModel):
     planner: PlannerKind = "gemini"
     max_vlm_calls: int | None = Field(default=None, ge=1)
     max_gpu_seconds: float | None = Field(default=None, gt=0)
+    candidates: int = Field(default=1, ge=1, le=8)  # first images and variants per repair; the best is kept
     region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
     objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
 
