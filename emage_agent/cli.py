@@ -180,6 +180,43 @@ def chat_command(
     run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask)
 
 
+@app.command("bench", help="Compare single-shot, best-of-N and EMage on a prompt set; writes a table and gallery.")
+def bench_command(
+    prompts: Annotated[Path, typer.Argument(help="JSONL prompts (EMage's or GenEval metadata).")],
+    out: Annotated[Path, typer.Option(help="Directory for the table, the gallery and the sessions.")] = Path("bench"),
+    modes: Annotated[str, typer.Option(help="Comma-separated: single, best_of_n, emage.")] = "single,best_of_n,emage",
+    n: Annotated[int, typer.Option(help="Images for best_of_n (without --equal-compute).")] = 4,
+    iterations: Annotated[int, typer.Option(help="EMage's repair iterations.")] = 3,
+    threshold: Annotated[float, typer.Option(help="Success threshold of the judge's score.")] = 0.8,
+    seed: Annotated[int, typer.Option(help="Base seed; prompt i uses seed + 1000 i in every mode.")] = 0,
+    equal_compute: Annotated[bool, typer.Option(help="Give best_of_n the GPU seconds EMage used.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    width: Annotated[int, typer.Option(help="Width, a multiple of 16.")] = 1024,
+    height: Annotated[int, typer.Option(help="Height, a multiple of 16.")] = 1024,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
+    planner: Annotated[str, typer.Option(help="gemini or selector, for the emage mode.")] = "gemini",
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+) -> None:
+    from emage_agent.bench import Bench, load_prompts, parse_modes
+
+    chosen = parse_modes(modes)
+    if not 1 <= n <= 8:
+        raise UserError(f"--n is {n}; it must be in [1, 8]", field="--n")
+    records = load_prompts(prompts)[:limit]
+    settings = _settings(device)
+    agent, _view = _agent(settings, quiet=True)
+    agent.check_ready()
+    options = {"width": width, "height": height, "steps": steps, "planner": planner}
+    bench = Bench(
+        agent, out, modes=chosen, n=n, iterations=iterations, threshold=threshold, seed=seed,
+        equal_compute=equal_compute, session_options={k: v for k, v in options.items() if v is not None},
+    )  # fmt: skip
+    rows = bench.run(records)
+    for row in bench.overall(rows):
+        print(json.dumps(row))
+    print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}")
+
+
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")
 def mcp_command(
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")] = False,
