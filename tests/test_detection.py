@@ -102,3 +102,21 @@ def test_session_asks_for_the_objects_once_and_records_the_evidence(
     session.run(iterations=1)
     assert seen["objects"] == 1 and seen["evaluate"] == 2
     assert session.store.info.options["objects"] == [{"name": "dog", "count": None, "position": None}]
+
+
+def test_report_shows_detector_boxes_beside_the_issues(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from emage_agent.report import write_report
+    from emage_agent.session import SessionStore, StepRecord
+
+    store = SessionStore.create(tmp_path / "s", original_prompt="three dogs")
+    step = store.commit_step(StepRecord(tool="generate", args={}), images={"image": Image.new("RGB", (64, 64))})
+    issue = Issue(category="object", severity=0.7, description="the detector finds 2 dog", target="dog")
+    evidence = [
+        {"kind": "count_added", "object": "dog", "detail": "the detector finds 2 dog", "boxes": [[1, 2, 300, 400]]},
+        {"kind": "detections", "object": "dog", "detail": "score 0.90", "boxes": [[1, 2, 300, 400]]},
+    ]
+    store.attach_evaluation(step, Evaluation(satisfaction_score=0.5, issues=[issue], evidence=evidence))
+    page = write_report(store).read_text()
+    assert "<h4>Detector</h4>" in page and "count_added" in page and "det dog" in page
