@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.candidates import more_candidates
 from emage_agent.checking import DetectorCheck
 from emage_agent.contracts import TOOL_NAMES
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
@@ -133,7 +134,7 @@ class SessionLoop:
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
         self.evaluate_head()
-        self._candidates(call, {"strategy": "initial"}, base=None)
+        more_candidates(self, call, {"strategy": "initial"}, base=None)
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
@@ -222,7 +223,7 @@ class SessionLoop:
             if call.name in IMAGE_TOOLS:
                 produced_image = True
                 self.evaluate_head()
-                self._candidates(call, decision, base=base)
+                more_candidates(self, call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
             follow = self._follow_up(rec)
             reports.append(self.execute(follow, decision=decision, vetoes=[]))
@@ -230,34 +231,6 @@ class SessionLoop:
         if self.planner is not None and reports:
             self.planner.report(reports)
         return True
-
-    def _candidates(self, call: ToolCall, decision: dict[str, Any], base: int | None) -> None:
-        """``--candidates K``: K-1 more seeds of the image call just run, each from the same start; best kept.
-
-        First images (``base`` None) follow one another, so the rollback of a worse one keeps the best; repair
-        variants each start from ``base``. Every candidate is a committed step and counts in the budgets.
-        """
-        first = self.store.info.head_step
-        tried = [first]
-        for index in range(1, self.options.candidates):
-            if base is not None:
-                self.store.revert(base)
-            args = {k: v for k, v in call.args.items() if k != "seed"}
-            if "seed" in call.args and call.name == "generate" and self.options.seed is not None:
-                args["seed"] = (self.options.seed + index) % 2**32
-            variant = call.model_copy(update={"args": args})
-            report = self.execute(variant, decision={**decision, "candidate": index}, vetoes=[])
-            if not report.ok:
-                break
-            self.evaluate_head()
-            tried.append(self.store.info.head_step)
-        if len(tried) > 1:
-            kept = [r for r in (self.store.step(s) for s in set(tried) if s is not None) if r.score is not None]
-            kept = [r for r in kept if not r.rolled_back]
-            if kept:
-                best = max(kept, key=lambda r: (r.score, -r.step))
-                self.store.revert(best.step)
-                self._emit("decision", f"kept candidate step {best.step} (score {best.score:.2f})", step=best.step)
 
     def _follow_up(self, rec: Recommendation) -> ToolCall:
         """After a rewrite, the image must follow the new prompt: regenerate or edit with it."""
