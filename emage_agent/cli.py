@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "bench"}
 err = Console(stderr=True, highlight=False)
 OPTION_NAMES = {"max_vlm_calls": "--max-vlm-calls", "max_gpu_seconds": "--max-gpu-seconds"}
 

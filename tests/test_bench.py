@@ -79,3 +79,16 @@ def test_bench_on_four_prompts_with_three_modes(
     assert gallery.count("<img") == 12 and len(list((out / "images").iterdir())) == 12
     overall = json.loads((out / "results.json").read_text())["overall"]
     assert [o["mode"] for o in overall] == ["single", "best_of_n", "emage"]
+
+
+def test_cli_bench_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMAGE_")}
+    run = [sys.executable, "-m", "emage_agent.cli", "bench"]
+    missing = subprocess.run([*run, str(tmp_path / "none.jsonl")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "PROMPTS" in missing.stderr and "Traceback" not in missing.stderr
+    modes = subprocess.run([*run, str(SHIPPED), "--modes", "single,worst"], env=env, capture_output=True, text=True)
+    assert modes.returncode == 2 and "--modes" in modes.stderr
