@@ -352,6 +352,8 @@ class SessionLoop:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
             self._emit("warning", f"{call.name} failed: {exc}", step=step)
+            if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
+                self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
             return ToolReport(call=call, ok=False, summary=f"error: {exc}")
         except ExecutionFailure as exc:
             self.store.commit_step(record.model_copy(update={"error": str(exc)}), make_head=False)

@@ -176,3 +176,22 @@ def test_planner_call_to_edit_runs_kontext_and_is_recorded(
     assert script.seen["plan"] == 1
     plan_request = next(r for r in fake_gemini.requests if r.purpose == "plan")
     assert "edit" in plan_request.allowed_function_names
+
+
+def test_an_edit_the_executor_cannot_run_is_not_chosen_again(
+    tiny_settings: Settings, executor: Executor, gemini_settings: Settings, fake_gemini, tmp_path
+) -> None:
+    from emage_agent.api import Agent
+    from tests.test_agent_loop import Script
+
+    gemini = {k: v for k, v in gemini_settings.model_dump().items() if k.startswith("gemini_")}
+    settings = tiny_settings.model_copy(update={**gemini, "session_root": tmp_path / "sessions"})
+    style = {"category": "style", "severity": 0.8, "description": "the car should be blue", "target": "car"}
+    Script(fake_gemini, evals=[(0.5, [style]), (0.9, [])])
+    # The selector believes Kontext is there; the executor's settings say it is not (EMAGE_KONTEXT_MODEL=none).
+    agent = Agent(settings, executor=executor, selector_config=SelectorConfig(edit_tool=True))
+    session = agent.start("a red fox on a blue car", width=64, height=64, steps=2, seed=7, planner="selector")
+    summary = session.run(iterations=2)
+    tools = [(s.tool, s.error is not None) for s in session.store.steps()]
+    assert tools == [("generate", False), ("edit", True), ("canny_edit", False)]
+    assert summary["satisfaction_score"] == 0.9
