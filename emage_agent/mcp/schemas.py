@@ -30,7 +30,8 @@ SESSION_ID = _text(
 )
 _GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
 _GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
-REFINE_OPTIONS = ("threshold", "planner", *_GEN_OPTIONS)  # refine's arguments for a new session only
+REFINE_OPTIONS = ("threshold", "planner", "candidates", *_GEN_OPTIONS)  # refine's arguments for a new session only
+PICTURE_OPTIONS = ("image", "mask")  # refine's own picture to start from: files inside the session root
 BRIEF = (  # the summary keys refine returns
     "session_id",
     "session_dir",
@@ -60,6 +61,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "What is still wrong, in your words (needs session_id); it becomes the weightiest "
             "issue of the next judgement.",
         ),
+        image=_text(
+            1000, "New sessions: start from this picture (a file inside the session root) instead of generating."
+        ),
+        mask=_text(
+            1000, "With image: repairs change only the white region of this mask (a file inside the session root)."
+        ),
+        candidates={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 8,
+            "description": "New sessions: first images and variants per repair; the best is kept (default 1).",
+        },
         iterations={
             "type": "integer",
             "minimum": 0,

@@ -49,6 +49,7 @@ from emage_agent.mcp.schemas import (
     BRIEF,
     DESCRIPTIONS,
     INSTRUCTIONS,
+    PICTURE_OPTIONS,
     REFINE_OPTIONS,
     SCHEMAS,
     SESSION_ID,
@@ -229,7 +230,7 @@ class EmageTools:
     @staticmethod
     def check_refine(args: dict[str, Any]) -> None:
         check_schema(SCHEMAS["refine"], args)
-        options = [k for k in REFINE_OPTIONS if k in args]
+        options = [k for k in (*REFINE_OPTIONS, *PICTURE_OPTIONS) if k in args]
         if args.get("session_id") and args.get("prompt"):
             raise UserError("give prompt to start a session or session_id to continue one, not both", field="prompt")
         if args.get("session_id") and options:
@@ -247,6 +248,12 @@ class EmageTools:
             summary = session.refine(args["feedback"], steps) if args.get("feedback") else session.run(steps)
         else:
             options = {k: args[k] for k in (*REFINE_OPTIONS, "iterations") if k in args}
+            for field in PICTURE_OPTIONS:
+                if args.get(field):
+                    ref = resolve_image_arg(args[field], self.root(), field=field)
+                    if ref.path is None:
+                        raise UserError("give a picture file inside the session root, not an artifact id", field=field)
+                    options[field] = ref.path
             session = self.agent().start(args["prompt"], **options)
             self._sessions[session.dir.resolve()] = session
             summary = session.run()
