@@ -75,6 +75,14 @@ def run_doctor(settings: Settings, console: Console) -> int:
         table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "missing", f"{ref}: {detail}")
         if not ok:
             problems.append(field)
+    # Optional capabilities: missing ones are reported, never blocking (the session runs without them).
+    for field, what in (("kontext_model", "the edit tool"), ("detector", "detector verification")):
+        ref = getattr(settings, field)
+        if ref.strip().lower() in ("", "none", "off"):
+            table.add_row(f"EMAGE_{field.upper()}", "off", f"{what} switched off")
+            continue
+        ok, detail = _model_status(ref, token)
+        table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "optional", f"{ref}: {detail}; for {what}")
     console.print(table)
     if problems:
         console.print(f"Not ready: fix {', '.join(problems)} (see above).", markup=False)
