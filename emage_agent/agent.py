@@ -17,6 +17,8 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.candidates import more_candidates
+from emage_agent.checking import DetectorCheck
 from emage_agent.contracts import TOOL_NAMES, get_contract
 from emage_agent.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.evaluation import Evaluation
@@ -26,10 +28,12 @@ from emage_agent.planning import HistoryEntry, PlanningContext, PlanResult, Reco
 from emage_agent.ports import RunsTools, png_bytes
 from emage_agent.redact import scrub
 from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepRecord
+from emage_agent.verification import Detection
 from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
 log = logging.getLogger(__name__)
+EDIT_TOOLS = ("canny_edit", "depth_edit", "inpaint", "edit")  # tools that change the current image
 
 
 class SessionLoop:
@@ -46,6 +50,8 @@ class SessionLoop:
         config: strategy.SelectorConfig,
         usage: Callable[[], list[dict[str, Any]]] = list,
         emit: Callable[[AgentEvent], None] | None = None,
+        detector: Callable[[Image.Image, list[str]], list[Detection]] | None = None,
+        detector_confidence: float = 0.3,
     ) -> None:
         self.store = store
         self.view = SessionView(store)
@@ -58,6 +64,11 @@ class SessionLoop:
         self._emit_fn = emit
         self.options = RunOptions(**store.info.options)
         self.halt: Callable[[], bool] = lambda: False  # asked between steps; True ends the run, resumable
+        self.detector_check = (
+            None
+            if detector is None
+            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self._record_usage)
+        )
 
     # ---- small helpers -------------------------------------------------------------
     def _emit(self, kind: str, message: str, **data: Any) -> None:
@@ -100,6 +111,8 @@ class SessionLoop:
             evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
         finally:
             self._record_usage(rec.step)
+        if self.detector_check is not None:
+            evaluation = self.detector_check(image, evaluation)
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
@@ -152,9 +165,25 @@ class SessionLoop:
 
     def _first_image(self) -> None:
         args = self.options.generate_args(self.store.info.original_prompt)
-        report = self.execute(ToolCall(name="generate", args=args), decision={"strategy": "initial"}, vetoes=[])
+        call = ToolCall(name="generate", args=args)
+        report = self.execute(call, decision={"strategy": "initial"}, vetoes=[])
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
+        self.evaluate_head()
+        more_candidates(self, call, {"strategy": "initial"}, base=None)
+
+    def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        images = {"image": image} | ({"mask": region} if region is not None else {})
+        record = StepRecord(
+            tool="upload", args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
+        )
+        step = self.store.commit_step(record.model_copy(update={"note": note or "the user's picture"}), images=images)
+        if region is not None:
+            self.options = self.options.model_copy(update={"region": f"s{step}-mask"})
+            self.store.update_options({"region": self.options.region})
+        if note:
+            self._emit("warning", note, step=step)
         self.evaluate_head()
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
@@ -270,6 +299,7 @@ class SessionLoop:
         reports: list[ToolReport] = []
         produced_image = False
         for call, clamps in calls:
+            base = self.store.info.head_step
             report = self.execute(call, decision=decision, vetoes=vetoes, clamps=clamps)
             vetoes = []
             reports.append(report)
@@ -278,6 +308,7 @@ class SessionLoop:
             if call.name in IMAGE_TOOLS:
                 produced_image = True
                 self.evaluate_head()
+                more_candidates(self, call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
             follow = self._follow_up(rec)
             reports.append(self.execute(follow, decision=decision, vetoes=[]))
@@ -348,7 +379,7 @@ class SessionLoop:
         args = dict(call.args)
         if call.name in ("canny_edit", "depth_edit") and rec.strength is not None:
             args.setdefault("strength", rec.strength)
-        if call.name in ("canny_edit", "depth_edit", "inpaint") and "image" in args and args["image"] != "current":
+        if call.name in EDIT_TOOLS and "image" in args and args["image"] != "current":
             args["image"] = "current"  # edits always start from the best image
         for key, value in self.session_args(call.name).items():
             args.setdefault(key, value)
@@ -380,7 +411,7 @@ class SessionLoop:
             recommendation=rec,
             history=history[-8:],
             image_png=png_bytes(self.view.current_image()),
-            allowed_tools=list(TOOL_NAMES),
+            allowed_tools=[t for t in TOOL_NAMES if t != "edit" or self.config.edit_tool],
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
@@ -419,6 +450,8 @@ class SessionLoop:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
             self._emit("warning", f"{call.name} failed: {exc}", step=step)
+            if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
+                self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
             return ToolReport(call=call, ok=False, summary=f"error: {exc}")
         except ExecutionFailure as exc:
             self.store.commit_step(record.model_copy(update={"error": str(exc)}), make_head=False)
@@ -466,9 +499,12 @@ class SessionLoop:
 
     def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
         images: dict[str, Image.Image] = {}
-        if call.name in ("canny_edit", "depth_edit", "inpaint", "make_mask"):
+        if call.name in (*EDIT_TOOLS, "make_mask"):
             ref = call.args.get("image", "current")
             images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
+        if self.options.region and call.name in IMAGE_TOOLS:  # the user's region: the rest is pasted back
+            images["region"] = self.store.load_image(self.options.region)
+            images.setdefault("image", self.view.current_image())
         if call.name == "inpaint":
             ref = call.args.get("mask", "latest")
             if ref == "latest":

@@ -29,11 +29,25 @@ from emage_agent.vlm import VLM, CallLog, Role, choose, open_vlm
 
 log = logging.getLogger(__name__)
 # What a continuing session may change (they apply to the next steps) and what it may not, with why.
-CONTINUING_OPTIONS = ("iterations", "threshold", "steps", "guidance", "planner", "max_vlm_calls", "max_gpu_seconds")
+CONTINUING_OPTIONS = (
+    "iterations",
+    "threshold",
+    "adaptive_threshold",
+    "adaptive_floor",
+    "adaptive_step",
+    "steps",
+    "guidance",
+    "planner",
+    "candidates",
+    "max_vlm_calls",
+    "max_gpu_seconds",
+)
 FIXED_OPTIONS = {
     "width": "the size is fixed by the session's first image; every edit keeps it",
     "height": "the size is fixed by the session's first image; every edit keeps it",
     "seed": "the seed belongs to the session's first image, which already exists",
+    "image": "a session starts from one picture; start a new session for another",
+    "mask": "the region belongs to the picture the session started from",
 }
 
 
@@ -67,7 +81,10 @@ class Agent:
         self.calls = calls if calls is not None else CallLog()
         self.limiter = limiter  # shared VLM rate limit (``engine.RateLimiter``) when sessions run side by side
         # An exact --threshold by default: a session never reports "threshold" below what the user asked for.
-        self.selector_config = selector_config or strategy.SelectorConfig(threshold_relax_per_iteration=0.0)
+        # The instruction edit is offered when its Kontext model is configured (EMAGE_KONTEXT_MODEL=none: never).
+        self.selector_config = selector_config or strategy.SelectorConfig(
+            threshold_relax_per_iteration=0.0, edit_tool=self.settings.edit_enabled
+        )
         self.on_event = on_event
 
     # ---- collaborators, built on first use ------------------------------------------
@@ -128,6 +145,8 @@ class Agent:
             config=self.selector_config,
             usage=self._new_calls,
             emit=self._emit,
+            detector=getattr(self.executor, "detect", None) if self.settings.detector_enabled else None,
+            detector_confidence=self.settings.detector_threshold,
         )
 
     def _emit(self, event: AgentEvent) -> None:
@@ -146,11 +165,35 @@ class Agent:
             resolve_device(self.settings)
 
     # ---- sessions -------------------------------------------------------------------
-    def start(self, prompt: str, **options: Any) -> Session:
-        """Create a session and make its first image (generated and evaluated)."""
+    def start(
+        self,
+        prompt: str,
+        *,
+        image: str | Path | Image.Image | None = None,
+        mask: str | Path | Image.Image | None = None,
+        **options: Any,
+    ) -> Session:
+        """Create a session and make its first image (generated and evaluated).
+
+        ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
+        ``mask`` (white = may change) limits every repair to a region of it.
+        """
+        _clean_prompt(prompt)
+        if mask is not None and image is None:
+            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
+        picture, region, note = None, None, ""
+        if image is not None:
+            from emage_agent.upload import load_region_mask, load_start_image
+
+            picture, note = load_start_image(image)
+            region = load_region_mask(mask, picture.size) if mask is not None else None
+            options = {**options, "width": picture.width, "height": picture.height}
         session = self.create(prompt, **options)
         try:
-            session.loop.start()
+            if picture is not None:
+                session.loop.start_from(picture, region, note)
+            else:
+                session.loop.start()
         except BaseException:
             session.try_report()
             raise
@@ -161,17 +204,13 @@ class Agent:
 
     def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
         """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise UserError("the prompt is empty; say what the image should show", field="prompt")
+        prompt = _clean_prompt(prompt)
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
-        session = Session(
-            self, SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
-        )
-        self.record_speed(session.store)
-        return session
+        store = SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
+        self.record_speed(store)
+        return Session(self, store)
 
     def record_speed(self, store: SessionStore) -> None:
         """Store the speed settings in the session: as configured, then as the executor resolved them."""
@@ -230,6 +269,13 @@ class Agent:
             "note": report.summary,
             "prompt": session.store.info.current_prompt,
         }
+
+
+def _clean_prompt(prompt: str | None) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise UserError("the prompt is empty; say what the image should show", field="prompt")
+    return prompt
 
 
 class Session:

@@ -35,7 +35,7 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench"}
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
 OPTION_NAMES = {
@@ -99,6 +99,9 @@ def run_command(
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
     quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
+    image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    candidates: Annotated[int, typer.Option(help="First images and variants per repair; the best is kept.")] = 1,
 ) -> None:
     from emage_agent.options import parse_options
 
@@ -116,6 +119,7 @@ def run_command(
         adaptive_threshold=adaptive_threshold,
         adaptive_floor=adaptive_floor,
         adaptive_step=adaptive_step,
+        candidates=candidates,
     )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
@@ -131,7 +135,7 @@ def run_command(
     agent.check_ready()
     with view:
         try:
-            session = agent.start(prompt, **options)
+            session = agent.start(prompt, image=image, mask=mask, **options)
         except UserError as exc:
             if exc.field != "session root":
                 raise
@@ -201,6 +205,8 @@ def chat_command(
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
     adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
 ) -> None:
     from emage_agent.chat import run_chat
 
@@ -211,7 +217,44 @@ def chat_command(
     agent.root = out
     agent.check_ready()
     options = {"adaptive_threshold": True} if adaptive_threshold else {}
-    run_chat(agent, prompt, session_dir, console=Console(highlight=False), **options)
+    run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask, **options)
+
+
+@app.command("bench", help="Compare single-shot, best-of-N and EMage on a prompt set; writes a table and gallery.")
+def bench_command(
+    prompts: Annotated[Path, typer.Argument(help="JSONL prompts (EMage's or GenEval metadata).")],
+    out: Annotated[Path, typer.Option(help="Directory for the table, the gallery and the sessions.")] = Path("bench"),
+    modes: Annotated[str, typer.Option(help="Comma-separated: single, best_of_n, emage.")] = "single,best_of_n,emage",
+    n: Annotated[int, typer.Option(help="Images for best_of_n (without --equal-compute).")] = 4,
+    iterations: Annotated[int, typer.Option(help="EMage's repair iterations.")] = 3,
+    threshold: Annotated[float, typer.Option(help="Success threshold of the judge's score.")] = 0.8,
+    seed: Annotated[int, typer.Option(help="Base seed; prompt i uses seed + 1000 i in every mode.")] = 0,
+    equal_compute: Annotated[bool, typer.Option(help="Give best_of_n the GPU seconds EMage used.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    width: Annotated[int, typer.Option(help="Width, a multiple of 16.")] = 1024,
+    height: Annotated[int, typer.Option(help="Height, a multiple of 16.")] = 1024,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
+    planner: Annotated[str, typer.Option(help="gemini or selector, for the emage mode.")] = "gemini",
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+) -> None:
+    from emage_agent.bench import Bench, load_prompts, parse_modes
+
+    chosen = parse_modes(modes)
+    if not 1 <= n <= 8:
+        raise UserError(f"--n is {n}; it must be in [1, 8]", field="--n")
+    records = load_prompts(prompts)[:limit]
+    settings = _settings(device)
+    agent, _view = _agent(settings, quiet=True)
+    agent.check_ready()
+    options = {"width": width, "height": height, "steps": steps, "planner": planner}
+    bench = Bench(
+        agent, out, modes=chosen, n=n, iterations=iterations, threshold=threshold, seed=seed,
+        equal_compute=equal_compute, session_options={k: v for k, v in options.items() if v is not None},
+    )  # fmt: skip
+    rows = bench.run(records)
+    for row in bench.overall(rows):
+        print(json.dumps(row))
+    print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}")
 
 
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     fill_model: str = "black-forest-labs/FLUX.1-Fill-dev"
     depth_estimator: str = "depth-anything/Depth-Anything-V2-Small-hf"
     segmenter: str = "CIDAS/clipseg-rd64-refined"
+    # Optional models: "none" switches the capability off (the edit tool, detector verification).
+    kontext_model: str = "black-forest-labs/FLUX.1-Kontext-dev"
+    detector: str = "google/owlv2-base-patch16-ensemble"
+    detector_threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
 
     device: Device = "auto"
     dtype: DType = "auto"
@@ -104,6 +108,19 @@ class Settings(BaseSettings):
 def speed_settings(settings: Settings) -> dict[str, object]:
     """The settings that decide speed and memory, as a session records them."""
     return {name: getattr(settings, name) for name in SPEED_FIELDS}
+
+    @property
+    def edit_enabled(self) -> bool:
+        return not switched_off(self.kontext_model)
+
+    @property
+    def detector_enabled(self) -> bool:
+        return not switched_off(self.detector)
+
+
+def switched_off(source: str | None) -> bool:
+    """A model setting of ``none`` (or empty) turns its optional capability off."""
+    return source is None or source.strip().lower() in ("", "none", "off")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict
 from emage_agent.errors import InvalidArgument, UserError
 from emage_agent.resources import data_dir
 
-TOOL_NAMES: tuple[str, ...] = ("generate", "canny_edit", "depth_edit", "inpaint", "make_mask", "rewrite_prompt")
+TOOL_NAMES: tuple[str, ...] = (
+    "generate",
+    "canny_edit",
+    "depth_edit",
+    "inpaint",
+    "edit",
+    "make_mask",
+    "rewrite_prompt",
+)
 ExportFormat = Literal["gemini", "openai", "mcp", "json"]
 
 

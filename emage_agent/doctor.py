@@ -149,6 +149,14 @@ def run_doctor(
         table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "missing", f"{ref}: {detail}")
         if not ok:
             problems.append(field)
+    # Optional capabilities: missing ones are reported, never blocking (the session runs without them).
+    for field, what in (("kontext_model", "the edit tool"), ("detector", "detector verification")):
+        ref = getattr(settings, field)
+        if ref.strip().lower() in ("", "none", "off"):
+            table.add_row(f"EMAGE_{field.upper()}", "off", f"{what} switched off")
+            continue
+        ok, detail = _model_status(ref, token)
+        table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "optional", f"{ref}: {detail}; for {what}")
     plan = memory_plan(hw, vram_gb, quantize or settings.quantize)
     if as_json:
         report = {"ready": not problems, "problems": problems, "hardware": hw, "vlm": vlm, "memory_plan": plan}

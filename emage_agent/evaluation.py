@@ -6,7 +6,7 @@ other agent systems read them, so they do not change.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -43,3 +43,5 @@ class Evaluation(BaseModel):
     satisfaction_score: float = Field(ge=0.0, le=1.0)
     issues: list[Issue] = Field(default_factory=list)
     summary: str = ""
+    # Detector verification's changes and the boxes behind them (``verification.Evidence``); empty without one.
+    evidence: list[dict[str, Any]] = Field(default_factory=list)

@@ -33,6 +33,9 @@ class RunOptions(BaseModel):
     adaptive_step: float | None = Field(default=None, gt=0.0, le=1.0)
     # The executor's speed settings the session ran with (see ``config.speed_settings``), for tracing.
     speed: dict[str, Any] | None = None
+    candidates: int = Field(default=1, ge=1, le=8)  # first images and variants per repair; the best is kept
+    region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
+    objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""

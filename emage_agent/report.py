@@ -188,9 +188,10 @@ def _issues(step: StepRecord) -> str:
     out = ["<h4>Evaluation</h4>"]
     if ev.summary:
         out.append(f"<p>{_e(ev.summary)}</p>")
+    evidence = _evidence(ev.evidence)
     if not ev.issues:
         out.append('<p class="sub">No issues found.</p>')
-        return "".join(out)
+        return "".join(out) + evidence
     out.append("<table><tr><th>Category</th><th>Severity</th><th>Target</th><th>Description</th></tr>")
     for i, issue in enumerate(ev.issues, 1):
         bar = f'<span class="sev" style="width:{issue.severity * 40:.0f}px"></span>{issue.severity:.2f}'
@@ -199,7 +200,19 @@ def _issues(step: StepRecord) -> str:
             f"<tr><td>{_e(issue.category)}</td><td>{bar}</td><td>{_e(target)}</td><td>{_e(issue.description)}</td></tr>"
         )
     out.append("</table>")
-    return "".join(out)
+    return "".join(out) + evidence
+
+
+def _evidence(items: list[dict[str, Any]]) -> str:
+    """The detector's changes and boxes beside the judge's issues (boxes drawn as ``det`` on the image)."""
+    if not items:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(i.get('kind', ''))}</td><td>{_e(i.get('object', ''))}</td><td>{_e(i.get('detail', ''))}</td>"
+        f"<td>{_e(' '.join(str(b) for b in i.get('boxes', [])))}</td></tr>"
+        for i in items
+    )
+    return f"<h4>Detector</h4><table><tr><th>Kind</th><th>Object</th><th>Detail</th><th>Boxes</th></tr>{rows}</table>"
 
 
 def _decision(decision: dict[str, Any] | None) -> str:
@@ -220,6 +233,8 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
     )
     arts = {a.role: a for a in s.artifacts}
     boxes = [(f"#{i}", iss.box) for i, iss in enumerate(s.evaluation.issues if s.evaluation else [], 1) if iss.box]
+    found = [e for e in (s.evaluation.evidence if s.evaluation else []) if e.get("kind") == "detections"]
+    boxes += [(f"det {e.get('object', '')}", b) for e in found for b in e.get("boxes", []) if len(b) == 4]
     media = []
     if "image" in arts:
         media.append(_figure(arts["image"], f"Step {s.step} image", boxes))

@@ -31,6 +31,8 @@ def cli_env(settings: Any, **extra: str) -> dict[str, str]:
         "fill_model",
         "depth_estimator",
         "segmenter",
+        "kontext_model",
+        "detector",
         "gemini_base_url",
         "gemini_api_version",
         "gemini_max_attempts",

@@ -58,8 +58,8 @@ def test_plan_returns_validated_calls_and_sends_tools(fake_gemini, planner):
     assert result.calls[0].args == {"target": "the hat"}  # as the model gave them: defaults are filled later
     request = fake_gemini.requests[0]
     declarations = request.tools[0]["functionDeclarations"]
-    assert {d["name"] for d in declarations} == {"generate", "canny_edit", "depth_edit", "inpaint", "make_mask",
-                                                 "rewrite_prompt"}  # fmt: skip
+    assert {d["name"] for d in declarations} == {"generate", "canny_edit", "depth_edit", "inpaint", "edit",
+                                                 "make_mask", "rewrite_prompt"}  # fmt: skip
     schema = declarations[0].get("parametersJsonSchema") or declarations[0]["parameters_json_schema"]
     assert schema["type"] == "object" and "properties" in schema
     fcc = request.body["toolConfig"]["functionCallingConfig"]

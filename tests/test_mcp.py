@@ -26,7 +26,7 @@ from emage_agent.resources import data_dir
 from tests.test_mcp_support import ScriptedExecutor, fake_png, scripted_agent
 
 pytestmark = pytest.mark.anyio
-CONTRACTS = ("generate", "canny_edit", "depth_edit", "inpaint", "make_mask", "rewrite_prompt")
+CONTRACTS = ("generate", "canny_edit", "depth_edit", "inpaint", "edit", "make_mask", "rewrite_prompt")
 
 
 @pytest.fixture

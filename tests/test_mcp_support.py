@@ -81,7 +81,7 @@ class ScriptedRewriter:
 
 def scripted_agent(root: Path, scores: list[float] | None = None) -> Agent:
     """The real Agent on scripted collaborators; the planner is the selector (no Gemini chat)."""
-    settings = Settings(_env_file=None, session_root=root, device="cpu")
+    settings = Settings(_env_file=None, session_root=root, device="cpu", kontext_model="none", detector="none")
     return Agent(
         settings,
         root=root,

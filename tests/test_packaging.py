@@ -50,7 +50,7 @@ def test_installed_wheel_loads_its_data_away_from_the_checkout(wheel: Path, tmp_
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["6", "True"]
+    assert result.stdout.split() == ["7", "True"]
 
 
 def test_installed_wheel_keeps_the_seed_import_path(wheel: Path, tmp_path: Path) -> None:

@@ -531,7 +531,8 @@ def test_safe_ranges_lie_inside_contracts_and_contain_the_defaults(tool):
     for param, (lo, hi) in CFG.safe_ranges.get(tool, {}).items():
         clo, chi = _contract_range(tool, param)
         assert clo <= lo <= hi <= chi
-    minimal = validate_arguments(tool, {"prompt": PROMPT} if tool in selector.PROMPT_ARG_TOOLS else {})
+    required = {"prompt": PROMPT} if tool in selector.PROMPT_ARG_TOOLS else {}
+    minimal = validate_arguments(tool, {"instruction": "make it blue"} if tool == "edit" else required)
     assert clamp_arguments(tool, minimal, CFG) == (minimal, [])
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from emage_agent.config import Settings
 
-VARIANTS = ("base", "canny", "depth", "fill")
-TRANSFORMER_IN_CHANNELS = {"base": 8, "canny": 16, "depth": 16, "fill": 20}
+VARIANTS = ("base", "canny", "depth", "fill", "kontext")
+# Kontext reads the image as extra tokens beside the noise, not as extra channels: the base's 8.
+TRANSFORMER_IN_CHANNELS = {"base": 8, "canny": 16, "depth": 16, "fill": 20, "kontext": 8}
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,20 @@ class TinyFamily:
     canny: Path
     depth: Path
     fill: Path
+    kontext: Path
     depth_estimator: Path
     segmenter: Path
+    detector: Path
 
     def settings(self, **overrides: object) -> Settings:
-        """Settings that point every model at this family, on the CPU in float32, ignoring any .env."""
+        """Settings that point every model at this family, on the CPU in float32, ignoring any .env.
+
+        The optional capabilities (the Kontext edit, the detector) stay off unless a test turns them on
+        (``kontext_model=str(family.kontext)``), so the loop's default tool choices are those of the core tools.
+        """
         values: dict[str, object] = {
+            "kontext_model": "none",
+            "detector": "none",
             "base_model": str(self.base),
             "canny_model": str(self.canny),
             "depth_model": str(self.depth),
@@ -256,9 +265,53 @@ def _segmenter(folder: Path, tokenizer) -> None:
     CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
+def _detector(folder: Path, tokenizer) -> None:
+    """A tiny OWLv2 whose class head is constant: every patch's box scores sigmoid(3) = 0.95 for the first label.
+
+    So on a 32x32 input (two 16-pixel patches a side) the detector finds exactly four boxes of the first label,
+    deterministically, while the real OWLv2 code runs end to end.
+    """
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
+    from transformers.models.owlv2.image_processing_pil_owlv2 import Owlv2ImageProcessorPil
+
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "max_position_embeddings": 16,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "image_size": 32,
+        "patch_size": 16,
+    }
+    torch.manual_seed(0)
+    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=16))
+    with torch.no_grad():
+        head = model.class_head
+        for layer in (head.dense0, head.logit_shift, head.logit_scale):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        head.logit_shift.bias.fill_(3.0)
+    model.save_pretrained(folder)
+    image_processor = Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
+    clip = clip_tokenizer()
+    clip.model_max_length = 16
+    Owlv2Processor(image_processor=image_processor, tokenizer=clip).save_pretrained(folder)
+
+
 def build_tiny_family(root: Path) -> TinyFamily:
     """Write the family under ``root`` (idempotent: a finished family is reused as it is)."""
-    from diffusers import FluxControlPipeline, FluxFillPipeline, FluxPipeline
+    from diffusers import FluxControlPipeline, FluxFillPipeline, FluxKontextPipeline, FluxPipeline
 
     root = Path(root)
     family = TinyFamily(
@@ -267,11 +320,13 @@ def build_tiny_family(root: Path) -> TinyFamily:
         canny=root / "FLUX.1-Canny-dev",
         depth=root / "FLUX.1-Depth-dev",
         fill=root / "FLUX.1-Fill-dev",
+        kontext=root / "FLUX.1-Kontext-dev",
         depth_estimator=root / "depth-anything",
         segmenter=root / "clipseg",
+        detector=root / "owlv2",
     )
     done = root / "done.json"
-    if done.is_file():
+    if done.is_file() and family.kontext.is_dir() and family.detector.is_dir():
         return family
 
     tokenizer = clip_tokenizer()
@@ -281,6 +336,7 @@ def build_tiny_family(root: Path) -> TinyFamily:
         "canny": FluxControlPipeline,
         "depth": FluxControlPipeline,
         "fill": FluxFillPipeline,
+        "kontext": FluxKontextPipeline,
     }
     for seed, variant in enumerate(VARIANTS):
         transformer = _transformer(TRANSFORMER_IN_CHANNELS[variant], seed)
@@ -288,6 +344,7 @@ def build_tiny_family(root: Path) -> TinyFamily:
         pipeline.save_pretrained(getattr(family, variant))
     _depth_estimator(family.depth_estimator)
     _segmenter(family.segmenter, tokenizer)
+    _detector(family.detector, tokenizer)
     done.write_text(json.dumps({"variants": list(VARIANTS)}), encoding="utf-8")
     return family
 

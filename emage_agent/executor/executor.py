@@ -19,14 +19,14 @@ from PIL import Image
 
 from emage_agent.config import Settings
 from emage_agent.contracts import validate_arguments
-from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument
+from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument, UserError
 from emage_agent.executor import inputs
 from emage_agent.executor.generation import CallbackRaised
 from emage_agent.executor.types import ExecutorCounters, ToolOutput
 
 log = logging.getLogger(__name__)
 
-DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint")
+DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint", "edit")
 SEED_LIMIT = 2**32
 
 
@@ -62,11 +62,18 @@ class Executor:
     ) -> ToolOutput:
         """Run ``tool``; ``images`` holds ``image`` (and ``mask`` for inpaint) as PIL images."""
         args, checked = _check(tool, args, images)
+        if tool == "edit" and not self.settings.edit_enabled:
+            raise UserError(
+                "edit is switched off; set EMAGE_KONTEXT_MODEL to a FLUX.1 Kontext model to use it",
+                field="EMAGE_KONTEXT_MODEL",
+            )
         with self._lock:
             manager = self.models()
             start = time.perf_counter()
             try:
                 output = _dispatch(manager, tool, args, checked, on_step)
+                if "region" in checked and output.image is not None:
+                    output = _within_region(output, checked["image"], checked["region"])
             except CallbackRaised as raised:
                 raise raised.original from None
             except EmageError:
@@ -78,6 +85,25 @@ class Executor:
                 self._counters.count_call(tool, seconds)
         log.info("%s took %.2fs", tool, seconds)
         return output.model_copy(update={"seconds": seconds})
+
+    def detect(self, image: Image.Image, labels: list[str]) -> list[Any]:
+        """The detector's confident boxes for ``labels`` (``verification.Detection``); [] when it is off."""
+        if not self.settings.detector_enabled or not labels:
+            return []
+        image = inputs.rgb_image({"image": image}, edit=False)
+        with self._lock:
+            manager = self.models()
+            start = time.perf_counter()
+            try:
+                from emage_agent.executor.detection import detect
+
+                return detect(manager, image, labels, self.settings.detector_threshold)
+            except EmageError:
+                raise
+            except Exception as exc:
+                raise _failure("detect", exc) from exc
+            finally:
+                self._counters.count_call("detect", time.perf_counter() - start)
 
     def close(self) -> None:
         """Free every model; a later ``run`` loads again (and the counters will show it)."""
@@ -113,10 +139,18 @@ def _check(
     if tool == "make_mask":
         inputs.mask_region(args)
         checked["image"] = inputs.rgb_image(images, edit=False)
-    elif tool in ("canny_edit", "depth_edit", "inpaint"):
+    elif tool in ("canny_edit", "depth_edit", "inpaint", "edit"):
         checked["image"] = inputs.rgb_image(images)
+    if tool == "edit" and args.get("box") is not None:
+        inputs.mask_region({"box": args["box"]})
     if tool == "inpaint":
         checked["mask"] = inputs.mask_image(images, checked["image"].size)
+    if "region" in images and tool in DENOISING_TOOLS:  # the session's region: nothing outside it may change
+        if "image" not in checked:
+            checked["image"] = inputs.rgb_image(images)
+        checked["region"] = inputs.mask_image(images, checked["image"].size, field="region")
+        if tool == "generate" and checked["image"].size != (args["width"], args["height"]):
+            raise InvalidArgument("with a region, generate must keep the current image's size", field="width")
     if tool in DENOISING_TOOLS and args.get("seed") is None:
         args["seed"] = secrets.randbelow(SEED_LIMIT)
     return args, checked
@@ -145,11 +179,24 @@ def _dispatch(
         from emage_agent.executor.inpainting import inpaint
 
         return inpaint(manager, args, images["image"], images["mask"], on_step)
+    if tool == "edit":
+        from emage_agent.executor.editing import edit
+
+        return edit(manager, args, images["image"], on_step)
     if tool == "make_mask":
         from emage_agent.executor.masks import make_mask
 
         return make_mask(manager, args, images["image"])
     raise InvalidArgument(f"the executor does not run {tool!r}", field="tool")
+
+
+def _within_region(output: ToolOutput, original: Image.Image, region: Image.Image) -> ToolOutput:
+    """The output pasted over ``original`` through the user's region, so pixels outside it never change."""
+    from emage_agent.executor.inpainting import paste_back
+
+    image = paste_back(original, output.image, region)
+    note = "; ".join(n for n in (output.note, "kept outside the session's region") if n)
+    return output.model_copy(update={"image": image, "note": note})
 
 
 def _failure(tool: str, exc: Exception) -> ExecutionFailure:

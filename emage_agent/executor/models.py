@@ -46,6 +46,7 @@ TOOL_PIPELINES = {
     "canny_edit": ("FluxControlImg2ImgPipeline", "canny_model"),
     "depth_edit": ("FluxControlImg2ImgPipeline", "depth_model"),
     "inpaint": ("FluxFillPipeline", "fill_model"),
+    "edit": ("FluxKontextPipeline", "kontext_model"),
 }
 MAX_SEQUENCE_LENGTH = 512  # FLUX.1-dev's T5 context
 EMBEDDING_CACHE_SIZE = 32  # T5 embeddings are 4 MiB each in bfloat16
@@ -119,7 +120,9 @@ class ModelManager:
         self._loader = loader
 
     def _sources(self) -> set[str]:
-        return {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
+        """The distinct transformers the tools may load (a tool switched off, ``none``, loads nothing)."""
+        sources = {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
+        return {s for s in sources if s and str(s).lower() not in ("none", "off")}
 
     def _count_weights(self, component: str, module: Any) -> Any:
         self.counters.weight_bytes[component] = module_bytes(module)
@@ -294,6 +297,11 @@ class ModelManager:
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
         return self._auxiliary("segmenter", CLIPSegForImageSegmentation, CLIPSegProcessor)
+
+    def detector(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        return self._auxiliary("detector", AutoModelForZeroShotObjectDetection, AutoProcessor)
 
     # -- introspection and teardown ------------------------------------------------------------
 

@@ -31,7 +31,8 @@ SESSION_ID = _text(
 _GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
 _GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
 # refine's options (iterations aside)
-REFINE_OPTIONS = ("threshold", "adaptive_threshold", "planner", *_GEN_OPTIONS)
+REFINE_OPTIONS = ("threshold", "adaptive_threshold", "planner", "candidates", *_GEN_OPTIONS)
+PICTURE_OPTIONS = ("image", "mask")  # refine's own picture to start from: files inside the session root
 NEW_SESSION_ONLY = ("seed", "width", "height")  # they belong to the first image: a continuing session keeps them
 _CONTINUING = " Continuing a session: applies to its next steps."
 _FIXED = " New sessions only: a continuing session keeps its first image's {}."
@@ -72,6 +73,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "What is still wrong, in your words (needs session_id); it becomes the weightiest "
             "issue of the next judgement.",
         ),
+        image=_text(
+            1000, "New sessions: start from this picture (a file inside the session root) instead of generating."
+        ),
+        mask=_text(
+            1000, "With image: repairs change only the white region of this mask (a file inside the session root)."
+        ),
+        candidates={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 8,
+            "description": "New sessions: first images and variants per repair; the best is kept (default 1).",
+        },
         iterations={
             "type": "integer",
             "minimum": 0,
@@ -114,7 +127,7 @@ DESCRIPTIONS = {
 }
 INSTRUCTIONS = (
     "EMage makes images match their prompt. Use refine for the automatic loop, or the single tools "
-    "(generate first; then make_mask + inpaint, canny_edit, depth_edit, rewrite_prompt) with the session_id that "
+    "(generate first; then edit, make_mask + inpaint, canny_edit, depth_edit, rewrite_prompt) with the session_id that "
     "generate returns. Images are referred to by artifact ids such as 's3-image'; 'current' is the session's best."
 )
 

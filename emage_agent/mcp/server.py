@@ -60,6 +60,7 @@ from emage_agent.mcp.schemas import (
     DESCRIPTIONS,
     INSTRUCTIONS,
     NEW_SESSION_ONLY,
+    PICTURE_OPTIONS,
     REFINE_OPTIONS,
     SCHEMAS,
     SESSION_ID,
@@ -237,7 +238,7 @@ class EmageTools:
         from emage_agent.api import FIXED_OPTIONS
 
         check_schema(SCHEMAS["refine"], args)
-        fixed = [k for k in NEW_SESSION_ONLY if k in args]
+        fixed = [k for k in (*NEW_SESSION_ONLY, *PICTURE_OPTIONS) if k in args]
         if args.get("session_id") and args.get("prompt"):
             raise UserError("give prompt to start a session or session_id to continue one, not both", field="prompt")
         if args.get("session_id") and fixed:
@@ -258,6 +259,12 @@ class EmageTools:
             summary = session.refine(args["feedback"], steps) if args.get("feedback") else session.run(steps)
         else:
             options = {k: args[k] for k in (*REFINE_OPTIONS, "iterations") if k in args}
+            for field in PICTURE_OPTIONS:
+                if args.get(field):
+                    ref = resolve_image_arg(args[field], self.root(), field=field)
+                    if ref.path is None:
+                        raise UserError("give a picture file inside the session root, not an artifact id", field=field)
+                    options[field] = ref.path
             started = self.agent().start(args["prompt"], **options)
             session = self.sessions.put(started.dir, started)
             summary = session.run()

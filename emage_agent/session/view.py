@@ -13,7 +13,12 @@ from emage_agent.evaluation import Evaluation
 from emage_agent.planning import HistoryEntry
 from emage_agent.session.store import SessionStore, StepRecord
 
-IMAGE_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint"})
+IMAGE_TOOLS = frozenset({"upload", "generate", "canny_edit", "depth_edit", "inpaint", "edit"})
+
+
+def extra(rec: StepRecord) -> bool:
+    """A second or later candidate of one decision (``--candidates``): it is not an iteration of its own."""
+    return bool((rec.decision or {}).get("candidate"))
 
 
 class SessionView:
@@ -64,7 +69,7 @@ class SessionView:
 
     def iterations_done(self) -> int:
         """Repair iterations run so far: image-producing steps after the first image."""
-        images = [s for s in self.store.steps() if s.tool in IMAGE_TOOLS and s.error is None]
+        images = [s for s in self.store.steps() if s.tool in IMAGE_TOOLS and s.error is None and not extra(s)]
         return max(0, len(images) - 1)
 
     def history(self) -> list[HistoryEntry]:
@@ -73,7 +78,7 @@ class SessionView:
         by_step = {s.step: s for s in steps}
         entries = []
         for s in steps:
-            if s.tool in (None, "feedback"):
+            if s.tool in (None, "feedback") or extra(s):  # further candidates are search, not decisions
                 continue
             entries.append(
                 HistoryEntry(

@@ -21,12 +21,14 @@ DEFAULT_GUIDANCE: dict[str, float] = {  # the model cards' values
     "canny_edit": 30.0,
     "depth_edit": 10.0,
     "inpaint": 30.0,
+    "edit": 2.5,
 }
 DEFAULT_SAFE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "generate": {"guidance": (1.5, 7.0)},
     "canny_edit": {"strength": (0.3, 0.95), "guidance": (10.0, 40.0)},
     "depth_edit": {"strength": (0.3, 0.95), "guidance": (3.0, 20.0)},
     "inpaint": {"guidance": (10.0, 40.0)},
+    "edit": {"guidance": (1.5, 5.0)},
     "make_mask": {"threshold": (0.2, 0.7), "dilate": (0, 64)},
 }
 DEFAULT_TOOL_COSTS: dict[str, tuple[int, float]] = {
@@ -34,6 +36,7 @@ DEFAULT_TOOL_COSTS: dict[str, tuple[int, float]] = {
     "canny_edit": (1, 30.0),
     "depth_edit": (1, 35.0),
     "inpaint": (1, 40.0),
+    "edit": (1, 35.0),
     "make_mask": (0, 2.0),
     "rewrite_prompt": (1, 0.0),
 }
@@ -76,6 +79,11 @@ class SelectorConfig(BaseModel):
     )
     # Per call: (VLM calls, GPU seconds). Every image tool is followed by an evaluation; seconds are estimates.
     tool_costs: dict[str, tuple[int, float]] = Field(default_factory=lambda: dict(DEFAULT_TOOL_COSTS))
+    # The instruction edit (FLUX.1 Kontext) is optional: the agent turns it on when its model is configured.
+    # On, it takes colour, attribute, style and small object issues; objects whose box covers more than
+    # ``edit_max_area`` of the image still go to make_mask + inpaint, spatial issues to depth_edit.
+    edit_tool: bool = False
+    edit_max_area: float = Field(0.35, gt=0.0, le=1.0)
 
     @field_validator("category_weights", mode="before")
     @classmethod

@@ -53,6 +53,7 @@ __all__ = [
     "call_target",
     "clamp_arguments",
     "convergence",
+    "repair_tool",
     "effective_threshold",
     "failed",
     "failure_count",
@@ -78,9 +79,21 @@ CATEGORY_TOOL: dict[str, str] = {
     "prompt": "rewrite_prompt",
     "semantic": "rewrite_prompt",
 }
+# With the instruction edit on, these categories go to ``edit`` (see ``repair_tool``).
+EDIT_CATEGORIES = frozenset({"object", "style"})
+EDIT_ALTERNATIVE = 0.9  # weight factor of the pre-edit tool offered beside an edit
+EDIT_BOX_MARGIN = 50  # a focus box grows by this much (of 1000) per side: the VLM's boxes are rough
 # Ties are broken by this order: prepare before acting (rewrite before generate, mask before inpaint),
 # then the most local edit first, the whole-image regeneration last.
-TOOL_ORDER: tuple[str, ...] = ("rewrite_prompt", "make_mask", "inpaint", "depth_edit", "canny_edit", "generate")
+TOOL_ORDER: tuple[str, ...] = (
+    "rewrite_prompt",
+    "make_mask",
+    "inpaint",
+    "edit",
+    "depth_edit",
+    "canny_edit",
+    "generate",
+)
 _PAIR = {t: TOOL_ORDER.index("inpaint" if t == "make_mask" else t) for t in TOOL_ORDER}
 STRENGTH_TOOLS = frozenset({"canny_edit", "depth_edit"})
 PROMPT_ARG_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint"})
@@ -173,6 +186,35 @@ def _edit_args(tool: str, it: int, config: SelectorConfig, prompt: str) -> dict[
     return args
 
 
+def repair_tool(issue: Issue, config: SelectorConfig) -> str:
+    """The image-side tool for one issue: the instruction edit for colour, attribute, style and small objects.
+
+    Kontext keeps everything it is not told to change and needs no mask, so it is the finer repair where it
+    fits; a large object still goes to make_mask + inpaint, spatial issues to depth_edit.
+    """
+    tool = CATEGORY_TOOL[issue.category]
+    if not config.edit_tool or issue.category not in EDIT_CATEGORIES:
+        return tool
+    if issue.category == "object" and issue.box:
+        ymin, xmin, ymax, xmax = issue.box
+        if (ymax - ymin) * (xmax - xmin) / 1e6 > config.edit_max_area + TOL:
+            return tool
+    return "edit"
+
+
+def _instruction_args(issues: list[Issue], it: int, config: SelectorConfig) -> dict[str, Any]:
+    fixes = "; ".join(i.description.strip().rstrip(".") for i in issues) or "match the prompt"
+    args: dict[str, Any] = {
+        "instruction": f"Fix this and keep everything else unchanged: {fixes}"[:1000],
+        "guidance": scheduled_guidance("edit", it, config),
+    }
+    if len(issues) == 1 and issues[0].box:
+        ymin, xmin, ymax, xmax = issues[0].box
+        m = EDIT_BOX_MARGIN
+        args["box"] = [max(ymin - m, 0), max(xmin - m, 0), min(ymax + m, 1000), min(xmax + m, 1000)]
+    return args
+
+
 def _opt(tool: str, weight: float, reason: str, args: dict[str, Any], target: str) -> tuple[ToolChoice, str]:
     return ToolChoice(tool=tool, weight=weight, reason=reason, args=args), target
 
@@ -193,8 +235,13 @@ def _options(
         out.append(_opt("rewrite_prompt", prompt_side, why, {"focus": focus}, prompt))
     groups: dict[tuple[str, str], list[Issue]] = {}
     for issue in (i for i in weighed if i.category in IMAGE_SIDE):
-        tool = CATEGORY_TOOL[issue.category]
-        target = (call_target("make_mask", _mask_args(issue)) or "") if tool == "inpaint" else prompt
+        tool = repair_tool(issue, config)
+        if tool == "inpaint":
+            target = call_target("make_mask", _mask_args(issue)) or ""
+        elif tool == "edit":  # one instruction per object, so each edit stays a single, clear change
+            target = issue.target or issue.description.strip()
+        else:
+            target = prompt
         groups.setdefault((tool, target), []).append(issue)
     for (tool, target), issues in groups.items():
         weight = round(sum(issue_weight(i, config) for i in issues), 6)
@@ -203,6 +250,18 @@ def _options(
         if tool == "inpaint":
             out.append(_opt("make_mask", weight, f"mask {target!r} for inpaint; {why}", _mask_args(issues[0]), target))
             why = f"repaint only {target!r}; {why}"
+        if tool == "edit":
+            args = _instruction_args(issues, it, config)
+            out.append(_opt(tool, weight, f"edit {target!r} by instruction; {why}", args, args["instruction"]))
+            # The tool the issue had before edit stays a close second, so a planner choosing it is not vetoed.
+            alt, alt_weight = CATEGORY_TOOL[issues[0].category], round(weight * EDIT_ALTERNATIVE, 6)
+            alt_target = (call_target("make_mask", _mask_args(issues[0])) or "") if alt == "inpaint" else prompt
+            if alt == "inpaint":
+                reason = f"mask {alt_target!r} for inpaint (alternative to edit); {why}"
+                out.append(_opt("make_mask", alt_weight, reason, _mask_args(issues[0]), alt_target))
+            alt_args = _edit_args(alt, it, config, prompt)
+            out.append(_opt(alt, alt_weight, f"alternative to edit; {why}", alt_args, alt_target))
+            continue
         out.append(_opt(tool, weight, why, _edit_args(tool, it, config, prompt), target))
     return out
 

@@ -44,7 +44,7 @@ def call_target(
     """What a call acts on, so "the same action again" is recognisable; the loop should record it as the target.
 
     make_mask: its target (or box); inpaint: the latest mask's target; rewrite_prompt: the prompt being
-    rewritten (or its focus); prompt-taking tools: their prompt.
+    rewritten (or its focus); edit: its instruction; prompt-taking tools: their prompt.
     """
     if args.get("target"):
         return str(args["target"])
@@ -58,6 +58,8 @@ def call_target(
         return call_target("make_mask", masks[0].args) if masks else None
     if tool == "rewrite_prompt":
         return prompt or args.get("focus")
+    if tool == "edit":
+        return args.get("instruction")
     return args.get("prompt")
 
 
@@ -125,6 +127,9 @@ def review(
     """Accept, clamp or veto one proposed call. Checks run from the most to the least certain ground."""
     if call.name not in TOOL_NAMES:
         reason = f"unknown tool {call.name!r}; tools are {', '.join(TOOL_NAMES)}"
+        return Verdict(accepted=False, call=call, kind="unknown_tool", reason=reason)
+    if call.name == "edit" and not config.edit_tool:
+        reason = "edit is switched off (no FLUX.1 Kontext model: EMAGE_KONTEXT_MODEL=none); use inpaint or canny_edit"
         return Verdict(accepted=False, call=call, kind="unknown_tool", reason=reason)
     try:
         args = validate_arguments(call.name, call.args)

@@ -31,7 +31,7 @@ from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
-Purpose = Literal["evaluate", "plan", "rewrite"]
+Purpose = Literal["evaluate", "plan", "rewrite", "objects"]
 RETRYABLE_CODES = frozenset({408, 429, 500, 502, 503, 504})
 OVERLOAD_CODES = frozenset({429, 503})
 

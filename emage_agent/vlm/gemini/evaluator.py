@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import BaseModel, Field
+
 from emage_agent.evaluation import Evaluation
+from emage_agent.resources import load_prompt
+from emage_agent.verification import ObjectSpec
 from emage_agent.vlm.answers import EvaluationAnswer, apply_feedback, clean_remarks, evaluator_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.parsing import read_answer
 
 log = logging.getLogger("emage_agent.vlm.gemini")
+
+
+class ObjectAnswer(BaseModel):
+    name: str = Field(description="The object as a detector query, one to three words, singular")
+    count: int | None = Field(default=None, description="How many the request asks for, or null")
+    position: str | None = Field(default=None, description="left | right | top | bottom | center, or null")
+
+
+class ObjectsAnswer(BaseModel):
+    objects: list[ObjectAnswer] = Field(description="The visible objects the request names, at most 8")
 
 
 class Evaluator:
@@ -43,6 +57,7 @@ class Evaluator:
             response_schema=EvaluationAnswer,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
+
         def ask() -> tuple[object, str]:
             response = self.client.generate("evaluate", contents, config)
             return response.parsed, _answer_text(response)
@@ -51,6 +66,30 @@ class Evaluator:
         if how != "structured":
             log.warning("gemini evaluation read from %s (structured output did not parse)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
+
+    def objects(self, prompt: str) -> list[ObjectSpec]:
+        """The objects the prompt names, for detector verification; asked once per session."""
+        contents = [types.Content(role="user", parts=[types.Part(text=load_prompt("objects", prompt=prompt.strip()))])]
+        config = types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_schema=ObjectsAnswer,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        response = self.client.generate("objects", contents, config)
+        parsed = response.parsed
+        if not isinstance(parsed, ObjectsAnswer):
+            try:
+                parsed = ObjectsAnswer.model_validate_json(_answer_text(response))
+            except ValueError:
+                log.warning("gemini object list unreadable; detector verification is skipped")
+                return []
+        specs: list[ObjectSpec] = []
+        for item in parsed.objects[:8]:
+            position = item.position if item.position in ("left", "right", "top", "bottom", "center") else None
+            count = item.count if item.count is not None and 0 <= item.count <= 50 else None
+            if item.name.strip():
+                specs.append(ObjectSpec(name=item.name.strip()[:100], count=count, position=position))
+        return specs
 
 
 def _answer_text(response: types.GenerateContentResponse) -> str:
