@@ -104,11 +104,6 @@ class Settings(BaseSettings):
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_open_sessions: int = Field(default=32, ge=1, le=10_000)  # sessions the MCP server keeps open at most
 
-
-def speed_settings(settings: Settings) -> dict[str, object]:
-    """The settings that decide speed and memory, as a session records them."""
-    return {name: getattr(settings, name) for name in SPEED_FIELDS}
-
     @property
     def edit_enabled(self) -> bool:
         return not switched_off(self.kontext_model)
@@ -116,6 +111,11 @@ def speed_settings(settings: Settings) -> dict[str, object]:
     @property
     def detector_enabled(self) -> bool:
         return not switched_off(self.detector)
+
+
+def speed_settings(settings: Settings) -> dict[str, object]:
+    """The settings that decide speed and memory, as a session records them."""
+    return {name: getattr(settings, name) for name in SPEED_FIELDS}
 
 
 def switched_off(source: str | None) -> bool:
