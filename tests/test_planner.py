@@ -117,7 +117,7 @@ def test_random_full_size_model_has_the_planned_bytes() -> None:
     assert counts.linear + counts.other * 2 < quantized <= counts.linear + counts.rows * ROW_BYTES + counts.other * 2
 
 
-def test_published_size_of_the_default_local_vlm() -> None:
+def test_published_size_of_the_default_local_vlm(tmp_path: Path) -> None:
     assert QWEN in SHIPPED_VLMS and vlm_config(QWEN) is not None
     counts = count_config(str(vlm_config(QWEN)))
     assert counts.total == pytest.approx(8.29e9, rel=0.03)  # published: 8.29 B parameters
@@ -129,6 +129,8 @@ def test_published_size_of_the_default_local_vlm() -> None:
     )
     assert 5 * GB < vlm_bytes(QWEN, "nf4") < 7 * GB < vlm_bytes(QWEN, "int8") < 10 * GB
     assert vlm_bytes("no-such/model-anywhere") == 0  # unknown offline: the plan says it is not counted
+    (tmp_path / "config.json").write_text('{"architectures": ["NoSuchModelForVision"]}')
+    assert vlm_config(str(tmp_path)) == tmp_path / "config.json" and vlm_bytes(str(tmp_path)) == 0
 
 
 def test_the_local_vlm_joins_every_plan() -> None:

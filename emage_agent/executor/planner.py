@@ -148,9 +148,15 @@ def vlm_config(model: str) -> Path | None:
 
 
 def vlm_bytes(model: str, quantize: str = "none", dtype_bytes: int = 2) -> int:
-    """Bytes of local VLM ``model`` on the device; 0 when its config cannot be found offline."""
+    """Bytes of local VLM ``model`` on the device; 0 when its config cannot be found offline or built."""
     config = vlm_config(model)
-    return quantized_bytes(count_config(str(config)), quantize, dtype_bytes) if config else 0
+    if config is None:
+        return 0
+    try:
+        counts = count_config(str(config))
+    except (KeyError, AttributeError, TypeError, ValueError):  # a config this transformers cannot build
+        return 0
+    return quantized_bytes(counts, quantize, dtype_bytes)
 
 
 class MemoryPlan(BaseModel):
@@ -236,7 +242,7 @@ def _vlm_note(vlm: str | None, nbytes: int | None) -> str:
     if not vlm:
         return ""
     if not nbytes:
-        return f"; the local VLM {vlm} is not counted (no config.json found offline)"
+        return f"; the local VLM {vlm} is not counted (no config.json it could build was found offline)"
     return f"; the local VLM ({nbytes / GB:.1f} GB) stays on the device beside FLUX"
 
 

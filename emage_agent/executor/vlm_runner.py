@@ -102,7 +102,7 @@ class VLMRunner:
         self.device = resolve_device(self.settings)
         dtype = resolve_dtype(self.settings, self.device)
         quantize = resolve_quantize(
-            self.settings.quantize, self.device, _free_before_loading(self.device), 4, self.model_ref
+            self.settings.quantize, self.device, _free_before_loading(self.device), vlm=self.model_ref
         )
         check_supported(quantize, self.device)
         kw: dict[str, Any] = {"token": self._token} if self._token else {}
