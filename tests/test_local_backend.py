@@ -165,6 +165,7 @@ def test_the_executor_plans_with_the_local_vlm_it_shares_the_device_with(local_s
     assert local_model(cloud) is None and Agent(cloud).executor.local_vlm is None
     assert local_model(cloud.model_copy(update={"planner_vlm": "local"})) == local_settings.local_vlm_model
     assert local_model(local_settings.model_copy(update={"vlm": "auto"})) is None  # CPU, no key: nothing chosen
+    assert local_model(local_settings.model_copy(update={"vlm": "auto", "planner_vlm": "local"})) is not None
 
 
 @pytest.mark.gpu

@@ -59,8 +59,8 @@ def local_model(settings: Settings) -> str | None:
         try:
             if choose(settings, role) == "local":  # type: ignore[arg-type]
                 return settings.local_vlm_model
-        except UserError:
-            return None
+        except UserError:  # auto found nothing for this role: the session will say so itself
+            continue
     return None
 
 
