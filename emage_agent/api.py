@@ -25,7 +25,7 @@ from emage_agent.planning import ToolCall
 from emage_agent.ports import png_bytes
 from emage_agent.redact import remember_settings
 from emage_agent.session import SessionStore
-from emage_agent.vlm import VLM, CallLog, Role, choose, open_vlm
+from emage_agent.vlm import VLM, CallLog, Role, choose, local_model, open_vlm
 
 log = logging.getLogger(__name__)
 # What a continuing session may change (they apply to the next steps) and what it may not, with why.
@@ -93,7 +93,7 @@ class Agent:
         if self._executor is None:
             from emage_agent.executor import Executor
 
-            self._executor = Executor(self.settings)
+            self._executor = Executor(self.settings, local_vlm=local_model(self.settings))
         return self._executor
 
     def vlm(self, role: Role = "evaluator") -> VLM:

@@ -68,10 +68,13 @@ def _vlm_status(settings: Settings, role: Role, has_token: bool) -> tuple[str, s
         return "failed", str(exc)
 
 
-def memory_plan(hw: dict[str, Any], vram_gb: float | None, quantize: str) -> dict[str, Any] | None:
+def memory_plan(
+    hw: dict[str, Any], vram_gb: float | None, quantize: str, vlm: str | None = None, n_transformers: int = 4
+) -> dict[str, Any] | None:
     """The memory plan for ``vram_gb`` GiB, else for the first GPU's free memory; None without either.
 
     ``auto`` asks the card (fp8 from compute capability 8.9); without one it assumes an fp8 card.
+    ``vlm``: the local VLM that will judge or plan beside FLUX, counted in the plan.
     """
     from emage_agent.executor.planner import GiB, plan_memory, recommend
 
@@ -85,10 +88,10 @@ def memory_plan(hw: dict[str, Any], vram_gb: float | None, quantize: str) -> dic
     if quantize == "auto":
         fp8 = capability is None or capability >= (8, 9)
         quantize = "fp8" if fp8 else "int8"
-        if plan_memory(vram, quantize).residency == "offload":
+        if plan_memory(vram, quantize, vlm=vlm, n_transformers=n_transformers).residency == "offload":
             quantize = "nf4"
-    plan = plan_memory(vram, quantize).model_dump(mode="json")
-    plan["recommended"] = recommend(vram, capability)  # type: ignore[arg-type]
+    plan = plan_memory(vram, quantize, vlm=vlm, n_transformers=n_transformers).model_dump(mode="json")
+    plan["recommended"] = recommend(vram, capability, vlm=vlm)  # type: ignore[arg-type]
     return plan
 
 
@@ -157,7 +160,10 @@ def run_doctor(
             continue
         ok, detail = _model_status(ref, token)
         table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "optional", f"{ref}: {detail}; for {what}")
-    plan = memory_plan(hw, vram_gb, quantize or settings.quantize)
+    from emage_agent.vlm import local_model
+
+    transformers = 5 if settings.edit_enabled else 4  # base, Canny, Depth, Fill (and Kontext for the edit tool)
+    plan = memory_plan(hw, vram_gb, quantize or settings.quantize, local_model(settings), transformers)
     if as_json:
         report = {"ready": not problems, "problems": problems, "hardware": hw, "vlm": vlm, "memory_plan": plan}
         sys.stdout.write(json.dumps(report) + "\n")

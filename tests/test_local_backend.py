@@ -131,6 +131,71 @@ def test_whole_session_on_cpu_with_the_local_judge(
     assert agent.vlm().client.runner.nbytes() > 0  # what the memory plan counts for the judge
 
 
+def test_int8_shrinks_the_judge_and_its_answers_stay_valid(local_settings: Settings, tiny_vlm: Path) -> None:
+    """EMAGE_QUANTIZE=int8 reaches the local VLM through the executor's quantize helpers (torchao, CPU)."""
+    from emage_agent.executor.planner import count_config, vlm_bytes
+    from emage_agent.executor.quantize import tensor_bytes
+
+    plain = LocalClient(local_settings)
+    Evaluator(plain).evaluate(make_png(), "a red fox")
+    client = LocalClient(local_settings.model_copy(update={"quantize": "int8"}))
+    evaluation = Evaluator(client).evaluate(make_png(), "a red fox")
+    assert 0.0 <= evaluation.satisfaction_score <= 1.0
+    result = Planner(client).plan(context(make_png()))
+    assert result.calls and not result.errors, result
+    for call in result.calls:
+        validate_arguments(call.name, call.args)
+    runner = client.runner
+    assert runner.quantize == "int8" and plain.runner.quantize == "none"
+    layer = runner._model.model.language_model.layers[0].mlp.up_proj
+    assert type(layer.weight).__name__ == "Int8Tensor"
+    assert runner.nbytes() < 0.85 * plain.runner.nbytes()
+    # the planner's count of this model's own config.json: exact in float32, an upper bound in int8
+    counts = count_config(str(tiny_vlm / "config.json"))
+    measured = {r: sum(tensor_bytes(p) for p in r._model.parameters()) for r in (plain.runner, runner)}
+    assert measured[plain.runner] == vlm_bytes(str(tiny_vlm), "none", 4) == counts.total * 4
+    assert counts.linear + counts.other * 4 < measured[runner] <= vlm_bytes(str(tiny_vlm), "int8", 4)
+
+
+def test_the_executor_plans_with_the_local_vlm_it_shares_the_device_with(local_settings: Settings) -> None:
+    from emage_agent.vlm import local_model
+
+    assert Agent(local_settings).executor.local_vlm == local_settings.local_vlm_model
+    cloud = local_settings.model_copy(update={"vlm": "gemini"})
+    assert local_model(cloud) is None and Agent(cloud).executor.local_vlm is None
+    assert local_model(cloud.model_copy(update={"planner_vlm": "local"})) == local_settings.local_vlm_model
+    assert local_model(local_settings.model_copy(update={"vlm": "auto"})) is None  # CPU, no key: nothing chosen
+    assert local_model(local_settings.model_copy(update={"vlm": "auto", "planner_vlm": "local"})) is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantize", ["fp8", "nf4"])
+def test_cuda_quantized_judge_answers(local_settings: Settings, quantize: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if quantize == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    cuda = local_settings.model_copy(update={"device": "cuda", "dtype": "bfloat16"})
+    plain = LocalClient(cuda)
+    Evaluator(plain).evaluate(make_png(), "a red fox")
+    client = LocalClient(cuda.model_copy(update={"quantize": quantize}))
+    evaluation = Evaluator(client).evaluate(make_png(), "a red fox")
+    assert 0.0 <= evaluation.satisfaction_score <= 1.0
+    result = Planner(client).plan(context(make_png()))
+    assert result.calls and not result.errors, result
+    assert client.runner.quantize == quantize and client.runner.nbytes() < plain.runner.nbytes()
+
+
+def test_cuda_only_quantizations_of_the_judge_say_so_on_the_cpu(local_settings: Settings) -> None:
+    from emage_agent.errors import UserError
+
+    client = LocalClient(local_settings.model_copy(update={"quantize": "nf4"}))
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        Evaluator(client).evaluate(make_png(), "a red fox")
+
+
 @pytest.mark.gpu
 def test_constrained_answers_on_cuda(local_settings: Settings) -> None:
     import torch

@@ -11,16 +11,22 @@ import pytest
 from emage_agent.executor.planner import (
     COMPONENTS,
     GB,
+    LOCAL_VLM,
     ROW_BYTES,
+    SHIPPED_VLMS,
     GiB,
     component_bytes,
+    count_config,
     count_parameters,
     plan_memory,
     recommend,
+    vlm_bytes,
+    vlm_config,
 )
 from tests.test_cli import emage
 
 TRANSFORMERS = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill"]
+QWEN = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 def test_published_sizes_of_the_big_models() -> None:
@@ -109,3 +115,59 @@ def test_random_full_size_model_has_the_planned_bytes() -> None:
     quantized = sum(tensor_bytes(p) for p in model.parameters())
     # one byte a linear weight plus a few bytes of scale data a row (the plan budgets 8: an upper bound)
     assert counts.linear + counts.other * 2 < quantized <= counts.linear + counts.rows * ROW_BYTES + counts.other * 2
+
+
+def test_published_size_of_the_default_local_vlm(tmp_path: Path) -> None:
+    assert QWEN in SHIPPED_VLMS and vlm_config(QWEN) is not None
+    counts = count_config(str(vlm_config(QWEN)))
+    assert counts.total == pytest.approx(8.29e9, rel=0.03)  # published: 8.29 B parameters
+    assert vlm_bytes(QWEN, "none") == pytest.approx(16.6 * GB, rel=0.03)  # ~16.6 GB of bf16 safetensors
+    # quantized: the 7.2 B linear weights shrink; the embeddings and the output head (1.1 B) stay bf16
+    assert counts.linear == pytest.approx(7.2e9, rel=0.02)
+    assert (
+        vlm_bytes(QWEN, "int8") == vlm_bytes(QWEN, "fp8") == counts.linear + counts.rows * ROW_BYTES + counts.other * 2
+    )
+    assert 5 * GB < vlm_bytes(QWEN, "nf4") < 7 * GB < vlm_bytes(QWEN, "int8") < 10 * GB
+    assert vlm_bytes("no-such/model-anywhere") == 0  # unknown offline: the plan says it is not counted
+    (tmp_path / "config.json").write_text('{"architectures": ["NoSuchModelForVision"]}')
+    assert vlm_config(str(tmp_path)) == tmp_path / "config.json" and vlm_bytes(str(tmp_path)) == 0
+
+
+def test_the_local_vlm_joins_every_plan() -> None:
+    for vram, quantize in ((80, "fp8"), (80, "none"), (24, "nf4"), (48, "none")):
+        alone, shared = plan_memory(vram * GiB, quantize), plan_memory(vram * GiB, quantize, vlm=QWEN)
+        assert LOCAL_VLM not in alone.components and shared.components[LOCAL_VLM] == vlm_bytes(QWEN, quantize)
+        if alone.residency == shared.residency and shared.offload_mode == "none":
+            assert shared.peak_bytes == alone.peak_bytes + vlm_bytes(QWEN, quantize)
+        assert "local VLM" in shared.advice and "local VLM" not in alone.advice
+    # 80 GB in fp8 still holds all four transformers and the judge
+    assert plan_memory(80 * GiB, "fp8", vlm=QWEN).residency == "resident"
+    # 24 GB: fp8 FLUX swaps alone, but not with a 9.4 GB judge beside it; nf4 brings swap back
+    assert plan_memory(24 * GiB, "fp8").residency == "swap"
+    assert plan_memory(24 * GiB, "fp8", vlm=QWEN).residency == "offload"
+    assert plan_memory(24 * GiB, "nf4", vlm=QWEN).residency == "swap"
+    # 48 GB in bf16: one transformer swaps alone; with the 16.6 GB judge it is offloaded per model
+    assert plan_memory(48 * GiB, "none").residency == "swap"
+    assert plan_memory(48 * GiB, "none", vlm=QWEN).offload_mode == "model"
+    assert (
+        recommend(24 * GiB, (8, 9))["quantize"] == "fp8" and recommend(24 * GiB, (8, 9), vlm=QWEN)["quantize"] == "nf4"
+    )
+    assert "not counted" in plan_memory(24 * GiB, "fp8", vlm="no-such/model-anywhere").advice
+
+
+def test_doctor_counts_the_local_vlm_when_it_judges_or_plans(tiny_settings: Any, tmp_path: Path) -> None:
+    from tests.test_cli import cli_env
+
+    args = ("doctor", "--vram", "24", "--quantize", "fp8", "--json")
+    plans = {}
+    for name, extra in (
+        ("gemini", {}),
+        ("judge", {"EMAGE_VLM": "local", "EMAGE_LOCAL_VLM_MODEL": QWEN}),
+        ("planner", {"EMAGE_PLANNER_VLM": "local", "EMAGE_LOCAL_VLM_MODEL": QWEN}),
+    ):
+        result = emage(*args, env=cli_env(tiny_settings, **extra), cwd=tmp_path)
+        plans[name] = json.loads(result.stdout)["memory_plan"]
+    assert LOCAL_VLM not in plans["gemini"]["components"] and plans["gemini"]["residency"] == "swap"
+    for name in ("judge", "planner"):
+        assert plans[name]["components"][LOCAL_VLM] == vlm_bytes(QWEN, "fp8")
+        assert plans[name]["residency"] == "offload" and plans[name]["recommended"]["quantize"] == "nf4"

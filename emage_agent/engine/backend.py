@@ -21,9 +21,10 @@ def gpu_queue(settings: Settings, ray_address: str | None = None, actors: int | 
     """A ready queue, closed afterwards: the local executor, or one actor per GPU of a cluster."""
     if ray_address is None:
         from emage_agent.executor import Executor, resolve_device
+        from emage_agent.vlm import local_model
 
         resolve_device(settings)  # no GPU and no explicit CPU choice: say so now, not per item
-        executor = Executor(settings)
+        executor = Executor(settings, local_vlm=local_model(settings))
         try:
             yield GpuQueue(executor)
         finally:

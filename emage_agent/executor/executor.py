@@ -33,8 +33,10 @@ SEED_LIMIT = 2**32
 class Executor:
     """Runs FLUX.1 tools and mask making; thread-safe, one tool at a time on the device."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, local_vlm: str | None = None) -> None:
+        """``local_vlm``: the local VLM model that shares this device (its bytes join the memory plan)."""
         self.settings = settings
+        self.local_vlm = local_vlm
         self._counters = ExecutorCounters()
         self._manager: Any = None
         self._lock = threading.RLock()
@@ -50,7 +52,7 @@ class Executor:
             if self._manager is None:
                 from emage_agent.executor.models import ModelManager
 
-                self._manager = ModelManager(self.settings, self._counters)
+                self._manager = ModelManager(self.settings, self._counters, local_vlm=self.local_vlm)
             return self._manager
 
     def run(

@@ -12,7 +12,8 @@ naming one repository share one load. Where they live follows the residency poli
   when the largest model fits, else per layer (``sequential``).
 
 With ``EMAGE_RESIDENCY=auto`` on a GPU the memory planner (``planner``) chooses the policy at
-start-up from the card's free memory and the quantization, before anything loads. The
+start-up from the card's free memory and the quantization, before anything loads, counting
+the local VLM when it shares the device. The
 transformers and T5 are quantized while they load (``quantize``), and each transformer gets
 its attention backend and compilation once (``acceleration``).
 """
@@ -82,7 +83,7 @@ class PromptCache:
 class ModelManager:
     """Loads on first use, keeps what it loaded, and counts every byte read or moved."""
 
-    def __init__(self, settings: Settings, counters: ExecutorCounters) -> None:
+    def __init__(self, settings: Settings, counters: ExecutorCounters, local_vlm: str | None = None) -> None:
         self.settings = settings
         self.counters = counters
         self.device = resolve_device(settings)
@@ -98,7 +99,8 @@ class ModelManager:
         self.offload_mode = "model"
         self.plan: Any = None
         free = free_device_bytes(self.device)
-        self.quantize = resolve_quantize(settings.quantize, self.device, free, len(self._sources()))
+        n = len(self._sources())
+        self.quantize = resolve_quantize(settings.quantize, self.device, free, n, vlm=local_vlm)
         check_supported(self.quantize, self.device)
         if self.device == "cpu":
             self.policy = "resident"  # host memory is the device: nothing to move
@@ -107,7 +109,8 @@ class ModelManager:
         else:
             from emage_agent.executor.planner import plan_memory
 
-            self.plan = plan_memory(free, self.quantize, n_transformers=len(self._sources()))
+            # FLUX loads before the first judgement, so the local VLM's bytes are still free here
+            self.plan = plan_memory(free, self.quantize, n_transformers=n, vlm=local_vlm)
             self.policy, self.offload_mode = self.plan.residency, self.plan.offload_mode
             log.info("memory plan: %s (%s)", self.policy, self.plan.advice)
         counters.residency = self.policy

@@ -3,8 +3,14 @@
 The ``configs/`` folder ships the published ``config.json`` of every model EMage runs (no
 weights). Each is instantiated on PyTorch's meta device, which allocates nothing, so the
 parameter counts are exact and cost no memory. Bytes then follow the dtype and quantization:
-quantization (see ``quantize``) touches only the linear layers' weights of the transformers
-and T5; the helper models run in float32, as the executor loads them.
+quantization (see ``quantize``) touches only the linear layers' weights of the transformers,
+T5 and the local VLM (not its output head, which transformers' quantizers leave alone); the
+helper models run in float32, as the executor loads them.
+
+The local VLM (``EMAGE_VLM=local`` or ``EMAGE_PLANNER_VLM=local``) shares the device: the default
+model's published config is shipped too, and any other is counted from its own ``config.json``
+(a local folder or the Hugging Face cache). Once loaded it stays on the device beside FLUX
+under every residency, so its bytes are added to every peak.
 
 Residency, fastest first: ``resident`` (every transformer on the device), ``swap`` (one at a
 time, the others in host memory), ``offload`` (diffusers' CPU offload: per model when the
@@ -39,6 +45,8 @@ COMPONENTS: dict[str, tuple[str, str, str, str]] = {
     "transformer:canny": ("flux1-canny-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
     "transformer:depth": ("flux1-depth-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
     "transformer:fill": ("flux1-fill-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
+    # FLUX.1-Kontext-dev's transformer has FLUX.1-dev's architecture (the reference image joins the sequence).
+    "transformer:kontext": ("flux1-dev-transformer.json", "diffusers", "FluxTransformer2DModel", "transformer"),
     "text_encoder_2": ("t5-xxl-encoder.json", "transformers", "T5EncoderModel", "shared"),
     "text_encoder": ("clip-l-text.json", "transformers", "CLIPTextModel", "shared"),
     "vae": ("flux1-vae.json", "diffusers", "AutoencoderKL", "shared"),
@@ -46,6 +54,9 @@ COMPONENTS: dict[str, tuple[str, str, str, str]] = {
     "segmenter": ("clipseg-rd64-refined.json", "transformers", "CLIPSegForImageSegmentation", "helper"),
 }
 OffloadMode = Literal["none", "model", "sequential"]
+LOCAL_VLM = "local_vlm"  # its key in ``MemoryPlan.components``
+# Local VLMs whose published config ships with EMage: model id -> config file.
+SHIPPED_VLMS = {"Qwen/Qwen2.5-VL-7B-Instruct": "qwen2.5-vl-7b-instruct.json"}
 
 
 class ParameterCount(BaseModel):
@@ -66,11 +77,17 @@ def count_parameters(name: str) -> ParameterCount:
     return _count(filename, library, class_name)
 
 
-@cache
 def _count(filename: str, library: str, class_name: str) -> ParameterCount:
+    return count_config(str(CONFIGS / filename), library, class_name)
+
+
+@cache
+def count_config(path: str, library: str = "transformers", class_name: str | None = None) -> ParameterCount:
+    """Parameter counts of the model a ``config.json`` describes (class: its ``architectures``)."""
     import torch
 
-    config = json.loads((CONFIGS / filename).read_text(encoding="utf-8"))
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    class_name = class_name or config["architectures"][0]
     with torch.device("meta"):
         if library == "diffusers":
             import diffusers
@@ -80,10 +97,12 @@ def _count(filename: str, library: str, class_name: str) -> ParameterCount:
             import transformers
 
             cls = getattr(transformers, class_name)
-            model = cls(cls.config_class(**config))
+            model = cls(cls.config_class.from_dict(config))
+    # transformers' quantizers keep the output head (often tied to the embeddings) unquantized
+    head = model.get_output_embeddings() if library == "transformers" else None
     linear = rows = 0
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear) and module is not head:
             linear += module.weight.numel()
             rows += module.out_features
     total = sum(p.numel() for p in model.parameters())
@@ -98,6 +117,13 @@ def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2) -> 
         return counts.total * 4  # float32, as the executor loads the helpers
     if quantize == "none" or not (role == "transformer" or name == "text_encoder_2"):
         return counts.total * dtype_bytes
+    return quantized_bytes(counts, quantize, dtype_bytes)
+
+
+def quantized_bytes(counts: ParameterCount, quantize: str, dtype_bytes: int = 2) -> int:
+    """Bytes after ``quantize`` shrinks the linear weights; the rest stays at ``dtype_bytes``."""
+    if quantize == "none":
+        return counts.total * dtype_bytes
     rest = counts.other * dtype_bytes
     if quantize in ("fp8", "int8"):
         return counts.linear + counts.rows * ROW_BYTES + rest  # one byte a weight, scale data per row
@@ -105,6 +131,34 @@ def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2) -> 
         # half a byte a weight; one absmax per 64 weights, itself 8-bit with a float32 per 256 blocks
         return counts.linear // 2 + counts.linear // 64 + counts.linear // (64 * 256) * 4 + rest
     raise ValueError(f"unknown quantization {quantize!r}")
+
+
+def vlm_config(model: str) -> Path | None:
+    """The ``config.json`` of local VLM ``model``: shipped, in a local folder, or in the HF cache."""
+    if model in SHIPPED_VLMS:
+        return CONFIGS / SHIPPED_VLMS[model]
+    folder = Path(model).expanduser()
+    if (folder / "config.json").is_file():
+        return folder / "config.json"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # noqa: BLE001 - an odd id or a broken cache is just "not known"
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def vlm_bytes(model: str, quantize: str = "none", dtype_bytes: int = 2) -> int:
+    """Bytes of local VLM ``model`` on the device; 0 when its config cannot be found offline or built."""
+    config = vlm_config(model)
+    if config is None:
+        return 0
+    try:
+        counts = count_config(str(config))
+    except (KeyError, AttributeError, TypeError, ValueError):  # a config this transformers cannot build
+        return 0
+    return quantized_bytes(counts, quantize, dtype_bytes)
 
 
 class MemoryPlan(BaseModel):
@@ -132,13 +186,19 @@ def plan_memory(
     n_transformers: int = 4,
     residency: str = "auto",
     headroom: int = DEFAULT_HEADROOM,
+    vlm: str | None = None,
 ) -> MemoryPlan:
-    """The fastest residency whose peak fits ``vram_bytes`` (or the one asked for), with its costs."""
+    """The fastest residency whose peak fits ``vram_bytes`` (or the one asked for), with its costs.
+
+    ``vlm``: the local VLM that judges or plans in this process (None: a remote one); it stays on
+    the device, so it joins the helpers in every peak."""
     names = [n for n in COMPONENTS if COMPONENTS[n][3] != "transformer" or _wanted(n, n_transformers)]
     sizes = {n: component_bytes(n, quantize) for n in names}
+    if vlm:
+        sizes[LOCAL_VLM] = vlm_bytes(vlm, quantize)
     transformers = [sizes[n] for n in names if n.startswith("transformer:")]
     shared = sum(sizes[n] for n in names if COMPONENTS[n][3] == "shared")
-    helpers = sum(sizes[n] for n in names if COMPONENTS[n][3] == "helper")
+    helpers = sum(sizes[n] for n in names if COMPONENTS[n][3] == "helper") + sizes.get(LOCAL_VLM, 0)
     largest = max(transformers)
     peaks = {
         "resident": shared + helpers + sum(transformers) + headroom,
@@ -176,12 +236,20 @@ def plan_memory(
         tool_switch_bytes=switch,
         extra_seconds_per_image=round(extra, 2),
         slowdown_vs_resident=round(slowdown, 2),
-        advice=_advice(policy, mode, quantize, extra, slowdown, switch),
+        advice=_advice(policy, mode, quantize, extra, slowdown, switch) + _vlm_note(vlm, sizes.get(LOCAL_VLM)),
     )
 
 
+def _vlm_note(vlm: str | None, nbytes: int | None) -> str:
+    if not vlm:
+        return ""
+    if not nbytes:
+        return f"; the local VLM {vlm} is not counted (no config.json it could build was found offline)"
+    return f"; the local VLM ({nbytes / GB:.1f} GB) stays on the device beside FLUX"
+
+
 def _wanted(name: str, n_transformers: int) -> bool:
-    order = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill"]
+    order = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill", "transformer:kontext"]
     return order.index(name) < max(1, n_transformers)
 
 
@@ -205,7 +273,9 @@ def plan_as_dict(plan: MemoryPlan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
 
 
-def recommend(vram_bytes: int, capability: tuple[int, int] | None = None, n_transformers: int = 4) -> dict[str, Any]:
+def recommend(
+    vram_bytes: int, capability: tuple[int, int] | None = None, n_transformers: int = 4, vlm: str | None = None
+) -> dict[str, Any]:
     """The settings to use on a card: the least lossy quantization with the best residency.
 
     fp8 first where the card has fp8 tensor cores (or when the card is unknown): it is also
@@ -214,7 +284,7 @@ def recommend(vram_bytes: int, capability: tuple[int, int] | None = None, n_tran
     """
     fp8 = capability is None or capability >= (8, 9)
     order = ["fp8", "nf4"] if fp8 else ["none", "int8", "nf4"]
-    plans = {q: plan_memory(vram_bytes, q, n_transformers=n_transformers) for q in order}
+    plans = {q: plan_memory(vram_bytes, q, n_transformers=n_transformers, vlm=vlm) for q in order}
     rank = {"resident": 0, "swap": 1, "offload": 2}
     best = min(order, key=lambda q: (rank[plans[q].residency], plans[q].bus_bytes_per_image, order.index(q)))
     return {

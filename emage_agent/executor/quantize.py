@@ -1,9 +1,10 @@
-"""Weight quantization of the big models (the FLUX transformers and T5), through diffusers' own support.
+"""Weight quantization of the big models (FLUX transformers, T5, the local VLM) through their libraries.
 
 ``fp8`` and ``int8`` go through torchao (``TorchAoConfig``), ``nf4`` through bitsandbytes
 (``BitsAndBytesConfig``). The config is handed to ``from_pretrained``, so each model is quantized
-once while it loads and the quantized module is the one every pipeline shares. CLIP-L, the VAE
-and the helper models are small and stay unquantized: their bytes would buy nothing.
+once while it loads and the quantized module is the one every pipeline shares. The local VLM
+(``vlm_runner``) takes the same config from transformers. CLIP-L, the VAE and the helper models
+are small and stay unquantized: their bytes would buy nothing.
 
 ``auto`` picks from the card: fp8 where the tensor cores have fp8 (compute capability 8.9 and
 up), int8 below, and nf4 when even int8 would not let one transformer stay on the device.
@@ -71,8 +72,11 @@ def check_supported(quantize: str, device: str) -> None:
             )
 
 
-def resolve_quantize(setting: str, device: str, free_bytes: int, n_transformers: int = 4) -> str:
-    """The concrete quantization for ``setting``; ``auto`` asks the card and the memory planner."""
+def resolve_quantize(
+    setting: str, device: str, free_bytes: int, n_transformers: int = 4, vlm: str | None = None
+) -> str:
+    """The concrete quantization for ``setting``; ``auto`` asks the card and the memory planner
+    (``vlm``: the local VLM sharing the device, if any)."""
     if setting != "auto":
         return setting
     if device != "cuda":
@@ -82,7 +86,7 @@ def resolve_quantize(setting: str, device: str, free_bytes: int, n_transformers:
     from emage_agent.executor.planner import plan_memory
 
     choice = "fp8" if torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY else "int8"
-    if plan_memory(free_bytes, choice, n_transformers=n_transformers).residency == "offload":
+    if plan_memory(free_bytes, choice, n_transformers=n_transformers, vlm=vlm).residency == "offload":
         return "nf4"
     return choice
 

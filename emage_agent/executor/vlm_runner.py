@@ -10,6 +10,11 @@ automaton (cached per schema) so the per-token cost is a bitmask, not a regex wa
 it supports the schema features our answers need (enums, integer ranges, ``maxLength``, ``maxItems``,
 ``anyOf``); and it brings a transformers ``LogitsProcessor``, so generation stays plain ``generate``.
 
+The model shares the device with FLUX: ``EMAGE_QUANTIZE`` quantizes it with the same helpers as the
+FLUX transformers and T5 (``quantize``), and the memory planner counts its bytes (``planner``). Once
+loaded it stays on the device; ``auto`` resolves as FLUX's start-up plan did, from the memory that was
+free before this process placed anything.
+
 The prompt follows the Qwen2-VL / Qwen2.5-VL chat format (the tokenizer's chat template when it has one);
 each image placeholder is expanded to the number of vision tokens the image processor reports.
 """
@@ -25,7 +30,8 @@ from typing import Any
 
 from emage_agent.config import Settings
 from emage_agent.errors import ExecutionFailure, UserError
-from emage_agent.executor.devices import module_bytes, resolve_device, resolve_dtype
+from emage_agent.executor.devices import free_device_bytes, module_bytes, resolve_device, resolve_dtype
+from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
 
 IMAGE_TOKEN = "<|image_pad|>"
 VISION = "<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>"
@@ -55,6 +61,7 @@ class VLMRunner:
         self._images: Any = None
         self._compiler: Any = None
         self.device = "cpu"
+        self.quantize = "none"  # as resolved at load
 
     # ---- what the memory plan needs ---------------------------------------------------------
     @property
@@ -94,14 +101,24 @@ class VLMRunner:
 
         self.device = resolve_device(self.settings)
         dtype = resolve_dtype(self.settings, self.device)
-        kw = {"token": self._token} if self._token else {}
+        quantize = resolve_quantize(
+            self.settings.quantize, self.device, _free_before_loading(self.device), vlm=self.model_ref
+        )
+        check_supported(quantize, self.device)
+        kw: dict[str, Any] = {"token": self._token} if self._token else {}
+        config = quantization_config(quantize, "transformers")
+        # quantized weights are made where they will live, so load them straight onto the device
+        placed = {"quantization_config": config, "device_map": self.device} if config is not None else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.model_ref, **kw)
             images = AutoImageProcessor.from_pretrained(self.model_ref, **kw)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_ref, dtype=dtype, **kw)
+            model = AutoModelForImageTextToText.from_pretrained(self.model_ref, dtype=dtype, **kw, **placed)
         except OSError as exc:
             raise UserError(f"cannot load {self.model_ref!r}: {exc}", field="EMAGE_LOCAL_VLM_MODEL") from None
-        model.to(self.device).eval()
+        if config is None:
+            model.to(self.device)
+        model.eval()
+        self.quantize = quantize
         vocab = model.config.get_text_config().vocab_size
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=[tokenizer.eos_token_id])
         self._tokenizer, self._images, self._model = tokenizer, images, model
@@ -163,3 +180,13 @@ class VLMRunner:
                 finished=finished,
                 seconds=round(time.monotonic() - started, 4),
             )
+
+
+def _free_before_loading(device: str) -> int:
+    """Device memory free before this process placed anything (FLUX included), as FLUX's plan saw it."""
+    free = free_device_bytes(device)
+    if device == "cuda":
+        import torch
+
+        free += torch.cuda.memory_reserved()
+    return free

@@ -13,9 +13,21 @@ from typing import Any, Protocol
 from emage_agent.evaluation import Evaluation, Issue
 from emage_agent.planning import PlanningContext, PlanResult, ToolReport
 from emage_agent.vlm.calls import CallLog
-from emage_agent.vlm.choice import VLM, Backend, Role, choose, model_of, open_vlm
+from emage_agent.vlm.choice import VLM, Backend, Role, choose, local_model, model_of, open_vlm
 
-__all__ = ["VLM", "Backend", "CallLog", "Role", "Evaluates", "Plans", "Rewrites", "choose", "model_of", "open_vlm"]
+__all__ = [
+    "VLM",
+    "Backend",
+    "CallLog",
+    "Role",
+    "Evaluates",
+    "Plans",
+    "Rewrites",
+    "choose",
+    "local_model",
+    "model_of",
+    "open_vlm",
+]
 
 
 class Evaluates(Protocol):

@@ -51,6 +51,19 @@ def choose(settings: Settings, role: Role = "evaluator") -> Backend:
     raise UserError(NOTHING_SET, field="EMAGE_VLM")
 
 
+def local_model(settings: Settings) -> str | None:
+    """The local VLM this process will load when it judges or plans (None: both are remote, or none is set).
+
+    The memory planner counts it beside FLUX, since both share the device."""
+    for role in ("evaluator", "planner"):
+        try:
+            if choose(settings, role) == "local":  # type: ignore[arg-type]
+                return settings.local_vlm_model
+        except UserError:  # auto found nothing for this role: the session will say so itself
+            continue
+    return None
+
+
 def model_of(settings: Settings, backend: Backend) -> str:
     return {
         "gemini": settings.gemini_model,
