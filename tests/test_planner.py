@@ -55,7 +55,10 @@ def test_plans_for_common_cards() -> None:
     assert bf16.slowdown_vs_resident > 3 and "slower" in bf16.advice
     assert plan_memory(80 * GiB, "none").residency == "swap"  # 95 GB of bf16 transformers do not fit
     assert plan_memory(80 * GiB, "none", n_transformers=1).residency == "resident"
-    assert set(plan80.components) == set(COMPONENTS)
+    assert set(plan80.components) == set(COMPONENTS) - {"transformer:kontext"}
+    with_edit = plan_memory(80 * GiB, "fp8", n_transformers=5)  # Kontext for the edit tool as well
+    assert with_edit.residency == "resident" and "transformer:kontext" in with_edit.components
+    assert with_edit.components["transformer:kontext"] == with_edit.components["transformer:base"]
 
 
 def test_recommendations_follow_the_card() -> None:
