@@ -84,7 +84,7 @@ async def list_tools(url: str, token: str | None) -> list[str]:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 async def test_token_is_required_on_every_request(server: Any, host: str) -> None:
     app = http_app(server, host=host, token=TOKEN)
-    assert isinstance(app, BearerAuth)
+    assert isinstance(app.app, BearerAuth)  # inside the Host/Origin guard
     with serving(app) as url:
         for auth in (None, "", "Bearer", "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN):
             response = post(url, auth)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
 from PIL import Image
+from starlette.middleware import Middleware
 
 from emage_agent.errors import EmageError, UserError
+from emage_agent.netguard import HostGuard, host_rule
 from emage_agent.ui import views
 from emage_agent.ui.guards import check_step, check_upload
 from emage_agent.ui.runs import UI_DIR, Run, Studio
@@ -254,10 +256,16 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     auth: tuple[str, str] | None = None,
+    allowed_hosts: Sequence[str] = (),
     defaults: dict[str, Any] | None = None,
     block: bool = True,
 ) -> tuple[gr.Blocks, str]:
-    """Serve the page; returns the Blocks and its URL. Gradio's cache goes inside the sessions folder."""
+    """Serve the page; returns the Blocks and its URL. Gradio's cache goes inside the sessions folder.
+
+    Every request must name this bind (``host:port``) or one of ``allowed_hosts`` in its ``Host`` and any
+    ``Origin`` (421/403 otherwise): the same DNS-rebinding rule as the MCP server (``emage_agent.netguard``),
+    added as a middleware of the FastAPI app Gradio builds (``app_kwargs``, its public hook).
+    """
     cache = studio.root / UI_DIR / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
@@ -270,6 +278,7 @@ def serve(
         auth=auth,
         auth_message="EMage: sign in with the user and password given to --auth",
         prevent_thread_lock=not block,
+        app_kwargs={"middleware": [Middleware(HostGuard, rule=host_rule(host, port, allowed_hosts))]},
         show_error=True,
         quiet=True,
         share=False,
