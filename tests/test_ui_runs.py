@@ -162,3 +162,28 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
+
+
+PLATEAU = [0.70, 0.71, 0.71, 0.72]  # flat scores below the 0.8 threshold
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path: Path) -> None:
+    """The Options box is an input of Run, and the page hands it to the session: on, a plateau stops at the
+    lowered bar and says so; off, the same scores run to the iteration limit."""
+    pytest.importorskip("gradio")
+    from emage_agent.ui.app import Page, build
+
+    studio, _executor = studio_for(tmp_path, PLATEAU)
+    run_inputs = [f.inputs for f in build(studio).fns.values() if f.name == "run"]
+    assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
+    page = Page(studio)
+    shown = list(page.run("a red fox", 3, 0.8, 3, 64, 64, 2, "selector", adaptive, None))
+    session_id = shown[-1][0]
+    with studio.open_store(session_id) as store:
+        assert store.info.options["adaptive_threshold"] is adaptive
+        summary = store.summary()
+    if adaptive:
+        assert summary["stopped_because"] == "adaptive_threshold" and summary["threshold_used"] == 0.7
+    else:
+        assert summary["stopped_because"] == "iteration_limit" and summary["threshold_used"] == 0.8

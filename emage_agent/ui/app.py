@@ -127,7 +127,8 @@ class Page:
 
     # ---- handlers ----------------------------------------------------------------------
     def run(self, prompt: str, iterations: float, threshold: float, seed: float | None, width: float,
-            height: float, steps: float | None, planner: str, start_image: str | None) -> Iterator[tuple]:  # fmt: skip
+            height: float, steps: float | None, planner: str, adaptive: bool | None,
+            start_image: str | None) -> Iterator[tuple]:  # fmt: skip
         image = check_upload(start_image, "start image")
         options = {
             "iterations": int(iterations),
@@ -137,6 +138,7 @@ class Page:
             "height": int(height or 0),
             "steps": int(steps) if steps not in (None, "", 0) else None,
             "planner": planner,
+            "adaptive_threshold": adaptive is True,  # the browser sends a bool; anything else means off
         }
         yield from self.follow(self.studio.start(prompt, options, image))
 
@@ -184,6 +186,7 @@ class Page:
 def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
     """The page. ``defaults`` preset the run options (the CLI passes the settings' size)."""
     d = {"iterations": 3, "threshold": 0.8, "width": 1024, "height": 1024, "steps": None, "planner": "gemini"}
+    d["adaptive_threshold"] = False
     d.update(defaults or {})
     page = Page(studio)
     guard_stream = _guard_stream
@@ -204,6 +207,11 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
                         seed = gr.Number(value=d.get("seed"), precision=0, label="Seed (empty: random)")
                         steps = gr.Number(value=d["steps"], precision=0, label="Denoising steps (empty: default)")
                     planner = gr.Radio(["gemini", "selector"], value=d["planner"], label="Planner")
+                    adaptive = gr.Checkbox(
+                        value=bool(d["adaptive_threshold"]),
+                        label="Adaptive threshold",
+                        info="Lower the threshold step by step while the scores plateau (down to 0.6).",
+                    )
                     start_image = gr.Image(
                         label="Start from an image (optional)", type="filepath", sources=["upload"], height=160
                     )
@@ -233,7 +241,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
 
         view = [session, numbers, selected, status, steps_gallery, step_image, step_details, downloads]
         listing = [sessions_gallery, session_ids]
-        options = [prompt, iterations, threshold, seed, width, height, steps, planner, start_image]
+        options = [prompt, iterations, threshold, seed, width, height, steps, planner, adaptive, start_image]
         streamed = {"concurrency_limit": None, "show_progress": "minimal"}
         run_btn.click(guard_stream(page.run), options, view, **streamed).then(page.sessions, None, listing)
         send_btn.click(guard_stream(page.send), [session, feedback], view, **streamed).then(
