@@ -151,3 +151,27 @@ def test_the_server_is_the_sdk_low_level_server(tmp_path: Path) -> None:
     """The server is built on the SDK's documented low-level ``Server`` (no subclass of its internals)."""
     server = build_server(lambda: scripted_agent(tmp_path))
     assert type(server) is mcp.server.Server
+
+
+def test_a_session_in_use_is_not_closed_when_it_leaves_the_open_set() -> None:
+    """Calls run side by side: a session evicted while another call runs on it is closed when that call ends."""
+    from emage_agent.mcp.sessions import OpenSessions
+
+    class Store:
+        def __init__(self, name: str) -> None:
+            self.name, self.closed = name, 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    open_sessions = OpenSessions(capacity=1)
+    busy, idle, other = Store("busy"), Store("idle"), Store("other")
+    assert open_sessions.get(Path("a"), lambda _p: busy, hold=True) is busy  # type: ignore[arg-type, return-value]
+    open_sessions.put(Path("b"), idle)  # type: ignore[arg-type]
+    assert busy.closed == 0 and len(open_sessions) == 1  # left the set, still running
+    open_sessions.put(Path("c"), other)  # type: ignore[arg-type]
+    assert idle.closed == 1  # nobody used it: closed at once
+    open_sessions.release(busy)  # type: ignore[arg-type]
+    assert busy.closed == 1
+    open_sessions.close_all()
+    assert (busy.closed, idle.closed, other.closed) == (1, 1, 1)
