@@ -42,7 +42,11 @@ class Evaluator:
             response_schema=EvaluationAnswer,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
-        evaluation, tied, how = self._ask(contents, config)
+        def ask() -> tuple[object, str]:
+            response = self.client.generate("evaluate", contents, config)
+            return response.parsed, _answer_text(response)
+
+        evaluation, tied, how = read_answer(ask, self.client.calls, self.client.scrub)
         if how != "structured":
             log.warning("gemini evaluation read from %s (structured output did not parse)", how)
         return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
