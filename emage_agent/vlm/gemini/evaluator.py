@@ -12,6 +12,7 @@ import logging
 from emage_agent.evaluation import Evaluation
 from emage_agent.vlm.answers import EvaluationAnswer, apply_feedback, clean_remarks, evaluator_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
+from emage_agent.vlm.parsing import read_answer
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
