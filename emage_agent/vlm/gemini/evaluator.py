@@ -43,6 +43,7 @@ class Evaluator:
             response_schema=EvaluationAnswer,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
+
         def ask() -> tuple[object, str]:
             response = self.client.generate("evaluate", contents, config)
             return response.parsed, _answer_text(response)
