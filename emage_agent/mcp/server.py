@@ -206,16 +206,24 @@ class EmageTools:
             finally:
                 for session in self._call.held:
                     self.sessions.release(session)
-                self._call.report, self._call.held = None, []
+                self._call.report, self._call.held = None, None
 
         return await anyio.to_thread.run_sync(job)
 
-    def _hold(self, session: Session) -> Session:
-        """Count the running call as a user of ``session`` (released when the call ends)."""
+    def _keep(
+        self, path: Path, opener: Callable[[Path], Session] | None = None, session: Session | None = None
+    ) -> Session:
+        """The open session at ``path`` (``session`` put there, or the one kept, or ``opener``'s), counted
+        as used by the running call until it ends, so no other call's eviction closes it meanwhile."""
         held = getattr(self._call, "held", None)
+        if session is not None:
+            found = self.sessions.put(path, session, hold=held is not None)
+        else:
+            assert opener is not None
+            found = self.sessions.get(path, opener, hold=held is not None)
         if held is not None:
-            held.append(session)
-        return session
+            held.append(found)
+        return found
 
     def root(self) -> Path:
         """The session root: given up front (paths are then checked before any model is touched) or the agent's."""
@@ -224,9 +232,7 @@ class EmageTools:
     def session(self, session_id: str) -> Session:
         """A session by id or directory inside the root, kept open among the most recently used."""
         path = resolve_session_dir(session_id, self.root())
-        hold = getattr(self._call, "held", None) is not None
-        session = self.sessions.get(path, self.agent().open, hold=hold)
-        return self._hold(session) if hold else session
+        return self._keep(path, self.agent().open)
 
     def artifact_arg(self, session: Session, value: str, field: str) -> str:
         """An image/mask argument as an artifact id of ``session`` (a file path must be one of its artifacts)."""
@@ -302,7 +308,7 @@ class EmageTools:
         else:
             options = {k: args[k] for k in (*REFINE_OPTIONS, "iterations") if k in args}
             started = self.agent().start(args["prompt"], **options)
-            session = self._hold(self.sessions.put(started.dir, started, hold=True))
+            session = self._keep(started.dir, session=started)
             summary = session.run()
         brief = {k: summary.get(k) for k in BRIEF}
         brief["history"] = [

@@ -83,8 +83,12 @@ class OpenSessions:
         return len(self._open)
 
     def close_all(self) -> None:
+        """Close every session kept; one a call still runs on is closed when that call ends.
+
+        Why not all at once: the server's lifespan ends with each client's connection, while other
+        clients' calls may still be running on their sessions."""
         with self._guard:
-            sessions, self._open = [*self._open.values(), *self._gone.values()], OrderedDict()
-            self._gone.clear()
-        for session in sessions:
+            leaving, self._open = list(self._open.values()), OrderedDict()
+            to_close = self._leave(leaving)
+        for session in to_close:
             session.close()

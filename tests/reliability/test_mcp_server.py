@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import mcp.server
@@ -175,3 +176,29 @@ def test_a_session_in_use_is_not_closed_when_it_leaves_the_open_set() -> None:
     assert busy.closed == 1
     open_sessions.close_all()
     assert (busy.closed, idle.closed, other.closed) == (1, 1, 1)
+
+
+async def test_a_running_session_survives_eviction_by_another_client(tmp_path: Path) -> None:
+    """With room for one open session, a second client's new session evicts the first client's while it runs:
+    the run goes on to its end on its open store, and the store is closed afterwards."""
+    import anyio
+
+    from tests.test_ui_runs import CountingExecutor
+
+    agent = scripted_agent(tmp_path / "sessions", [0.5])
+    agent._executor = CountingExecutor(delay=0.05)
+    server = build_server(lambda: agent, max_open_sessions=1)
+    args = {"iterations": 2, "planner": "selector", **SMALL}
+    results: dict[str, Any] = {}
+
+    async def refine(name: str) -> None:
+        async with Client(server) as client:
+            results[name] = await client.call_tool("refine", {"prompt": f"a {name}", **args})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refine, "fox")
+        tg.start_soon(refine, "owl")
+    for name, result in results.items():
+        assert not result.is_error, (name, text_of(result))
+        assert result.structured_content["stopped_because"] == "iteration_limit"
+    assert agent.executor.most_inside == 1
