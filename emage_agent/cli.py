@@ -294,7 +294,7 @@ def ui_command(
     agent.check_ready()
     studio = Studio(agent, out)
     err.print(f"EMage UI on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
-    serve(studio, host=host, port=port, auth=credentials)
+    serve(studio, host=host, port=port, auth=credentials, allowed_hosts=settings.ui_allowed_hosts)
 
 
 @app.command("batch", help="Run every prompt of a text file (one a line) or JSONL file as its own session.")

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = None
     # Host names the MCP HTTP server answers to besides its bind address (EMAGE_MCP_ALLOWED_HOSTS='["a.lan"]').
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
+    # Host names the web UI answers to besides its bind address (EMAGE_UI_ALLOWED_HOSTS='["studio.lan"]').
+    ui_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_open_sessions: int = Field(default=32, ge=1, le=10_000)  # sessions the MCP server keeps open at most
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import uvicorn
@@ -84,7 +85,7 @@ async def list_tools(url: str, token: str | None) -> list[str]:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 async def test_token_is_required_on_every_request(server: Any, host: str) -> None:
     app = http_app(server, host=host, token=TOKEN)
-    assert isinstance(app, BearerAuth)
+    assert isinstance(app.app, BearerAuth)  # inside the Host/Origin guard
     with serving(app) as url:
         for auth in (None, "", "Bearer", "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN):
             response = post(url, auth)
@@ -134,3 +135,61 @@ def test_main_refuses_before_listening(monkeypatch: pytest.MonkeyPatch, tmp_path
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+class ThreadedExecutor:
+    """The UI tests' counting executor, also noting which worker thread (which tool call) each GPU job came from."""
+
+    def __init__(self, delay: float) -> None:
+        from tests.test_ui_runs import CountingExecutor
+
+        self.inner = CountingExecutor(delay)
+        self.threads: list[int] = []
+
+    def run(self, tool: str, args: dict[str, Any], images: Any = None, on_step: Any = None) -> Any:
+        self.threads.append(threading.get_ident())
+        return self.inner.run(tool, args, images, on_step)
+
+
+async def test_two_clients_share_one_gpu_queue_side_by_side(tmp_path: Path) -> None:
+    """Two MCP clients at once over HTTP: their calls run side by side (GPU jobs of the two interleave,
+    first come first served), GPU work never overlaps (the queue's counters and the executor's own agree),
+    and each client's progress tells only of its own call."""
+    from emage_agent.engine import GpuQueue
+
+    agent = scripted_agent(tmp_path / "sessions", [0.5])
+    executor = ThreadedExecutor(delay=0.1)
+    gpu = GpuQueue(executor)
+    server = build_server(lambda: agent, gpu=gpu)
+    args = {"iterations": 2, "planner": "selector", "width": 64, "height": 64, "steps": 2}
+
+    async def client_call(url: str, prompt: str, seen: list[str]) -> Any:
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append(message or "")
+
+        async with (
+            httpx2.AsyncClient(timeout=60) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            return await client.call_tool("refine", {"prompt": prompt, **args}, progress_callback=on_progress)
+
+    progress: dict[str, list[str]] = {"fox": [], "owl": []}
+    results: dict[str, Any] = {}
+    with serving(http_app(server, host="127.0.0.1")) as url:
+
+        async def one(name: str) -> None:
+            results[name] = await client_call(url, f"a {name} on a roof", progress[name])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "fox")
+            tg.start_soon(one, "owl")
+    for name, result in results.items():
+        assert not result.is_error, (name, result.content)
+        assert result.structured_content["stopped_because"] == "iteration_limit"
+    assert gpu.max_overlap == 1 and executor.inner.most_inside == 1
+    assert gpu.calls == len(executor.threads) >= 6  # a first image and two repairs for each client
+    assert len(set(executor.threads)) == 2, "the two calls did not run side by side"
+    switches = sum(a != b for a, b in zip(executor.threads, executor.threads[1:], strict=False))
+    assert switches >= 2, "the calls ran one after the other, not side by side"
+    per_thread = sorted(2 * executor.threads.count(t) for t in set(executor.threads))  # 2 diffusion steps a job
+    assert sorted(sum("diffusion" in m for m in seen) for seen in progress.values()) == per_thread

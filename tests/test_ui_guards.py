@@ -168,6 +168,32 @@ def test_nothing_outside_the_sessions_folder_is_served(served: tuple[str, Studio
     assert os.environ["GRADIO_TEMP_DIR"].startswith(str(studio.root))  # what the page shows is copied in here
 
 
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.2"])
+def test_a_foreign_host_or_origin_is_refused(bind: str, tmp_path: Path) -> None:
+    """DNS rebinding: a page whose name points at the loopback address cannot drive the UI from a browser."""
+    from emage_agent.ui.app import serve
+
+    studio = Studio(scripted_agent(tmp_path / "sessions", [0.9]), tmp_path / "sessions")
+    port = free_port()
+    demo, url = serve(studio, host=bind, port=port, allowed_hosts=["studio.lan"], block=False, defaults=OPTIONS)
+    own = f"{bind}:{port}"
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=10) as client:
+            for host in ("attacker.example", f"attacker.example:{port}", f"studio.lan:{port + 1}"):
+                refused = client.get("/config", headers={"Host": host})
+                assert refused.status_code == 421 and '"Prompt"' not in refused.text, host
+                assert client.post("/gradio_api/queue/join", json={}, headers={"Host": host}).status_code == 421
+            foreign = client.get("/config", headers={"Host": own, "Origin": f"http://attacker.example:{port}"})
+            assert foreign.status_code == 403 and '"Prompt"' not in foreign.text
+            for host, origin in ((own, f"http://{own}"), (f"studio.lan:{port}", f"http://studio.lan:{port}")):
+                page = client.get("/config", headers={"Host": host, "Origin": origin})
+                assert page.status_code == 200 and '"Prompt"' in page.text, host
+            other_loopback = client.get("/config", headers={"Host": f"127.0.0.3:{port}"})
+            assert other_loopback.status_code == 421  # only the address bound, not every loopback one
+    finally:
+        demo.close()
+
+
 def test_without_gradio_the_command_says_what_to_install(tmp_path: Path) -> None:
     code = "import sys; sys.modules['gradio'] = None; from emage_agent.cli import main; sys.exit(main(['ui']))"
     env = {k: v for k, v in os.environ.items() if k != "EMAGE_UI_AUTH"}
@@ -183,6 +209,7 @@ def test_the_command_serves_the_page_on_loopback(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMAGE_")}
     env |= {"GEMINI_API_KEY": "fake-key-for-the-page", "EMAGE_DEVICE": "cpu", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env["EMAGE_UI_ALLOWED_HOSTS"] = '["studio.lan"]'
     out = tmp_path / "sessions"
     proc = subprocess.Popen(
         [sys.executable, "-m", "emage_agent.cli", "ui", "--out", str(out), "--port", str(port)],
@@ -203,6 +230,10 @@ def test_the_command_serves_the_page_on_loopback(tmp_path: Path) -> None:
         assert page is not None and page.status_code == 200, proc.poll()
         assert '"Prompt"' in page.text and '"Steps"' in page.text and '"Sessions"' in page.text
         assert (out / ".ui" / "cache").is_dir()
+        named = httpx.get(f"http://127.0.0.1:{port}/config", headers={"Host": f"studio.lan:{port}"}, timeout=5)
+        assert named.status_code == 200  # EMAGE_UI_ALLOWED_HOSTS reaches the server
+        foreign = httpx.get(f"http://127.0.0.1:{port}/config", headers={"Host": "attacker.example"}, timeout=5)
+        assert foreign.status_code == 421
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -162,3 +162,72 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
+
+
+PLATEAU = [0.70, 0.71, 0.71, 0.72]  # flat scores below the 0.8 threshold
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path: Path) -> None:
+    """The Options box is an input of Run, and the page hands it to the session: on, a plateau stops at the
+    lowered bar and says so; off, the same scores run to the iteration limit."""
+    pytest.importorskip("gradio")
+    from emage_agent.ui.app import Page, build
+
+    studio, _executor = studio_for(tmp_path, PLATEAU)
+    run_inputs = [f.inputs for f in build(studio).fns.values() if f.name == "run"]
+    assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
+    page = Page(studio)
+    shown = list(page.run("a red fox", 3, 0.8, 3, 64, 64, 2, "selector", adaptive, None))
+    session_id = shown[-1][0]
+    with studio.open_store(session_id) as store:
+        assert store.info.options["adaptive_threshold"] is adaptive
+        summary = store.summary()
+    if adaptive:
+        assert summary["stopped_because"] == "adaptive_threshold" and summary["threshold_used"] == 0.7
+    else:
+        assert summary["stopped_because"] == "iteration_limit" and summary["threshold_used"] == 0.8
+
+
+def test_two_runs_at_once_each_record_only_their_own_vlm_calls(
+    gemini_settings: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
+    """The real Agent and its Gemini client (the SDK against the stand-in on 127.0.0.1), shared by two UI runs
+    at once: every call a run makes is booked in its own session, none in the other's, none lost.
+
+    The stand-in answers each run's requests with its own token count, so a record shows whose call it was."""
+    from emage_agent.api import Agent
+    from tests.fake_gemini import evaluation_reply, rewrite_reply, usage
+
+    issue = {"category": "style", "severity": 0.8, "description": "the colours are off", "target": "sky"}
+    marks = {"a red fox": 111, "a green owl": 222}
+    order: list[int] = []
+
+    def answer(request: Any) -> Any:
+        prompt = next(p for p in marks if p in request.text())
+        order.append(marks[prompt])
+        meta = usage(prompt=marks[prompt])
+        if request.purpose == "evaluate":
+            reply = evaluation_reply(0.5, [issue], usage_meta=meta)
+            reply.delay_s = 0.05  # a judge that takes a moment, so the two runs wait on it side by side
+            return reply
+        if request.purpose == "rewrite":
+            return rewrite_reply(f"{prompt}, clearly", usage_meta=meta)
+        return None
+
+    fake_gemini.handler = answer
+    agent = Agent(gemini_settings, root=tmp_path, executor=CountingExecutor(0.05))
+    studio = Studio(agent, tmp_path)
+    runs = {prompt: studio.start(prompt, {**OPTIONS, "iterations": 2}) for prompt in marks}
+    finish(*runs.values())
+    assert fake_gemini.unscripted == 0
+    booked = 0
+    for prompt, run in runs.items():
+        with studio.open_store(run.session_id) as store:
+            calls = store.calls()
+            assert len(calls) >= 3, calls  # the first judgement and one after each repair at least
+            assert {c["input_tokens"] for c in calls} == {marks[prompt]}, (prompt, calls)
+            assert all(c["ok"] for c in calls) and store.info.vlm_calls == len(calls)
+            booked += len(calls)
+    assert booked == len(fake_gemini.requests) == len(order)
+    assert sum(a != b for a, b in zip(order, order[1:], strict=False)) >= 2, "the runs did not talk to the VLM at once"

@@ -134,6 +134,12 @@ class Lane:
         self.queue = queue
         self.on_wait = on_wait
 
+    @property
+    def counters(self) -> Any:
+        """The first worker's counters (what its executor resolved: quantization, attention), for the
+        session's records; ``None`` for a worker without them (a Ray actor)."""
+        return getattr(self.queue.executor, "counters", None)
+
     def run(
         self,
         tool: str,

@@ -3,18 +3,16 @@
 Every HTTP request must carry ``Authorization: Bearer <token>`` (``EMAGE_MCP_TOKEN``), checked with
 ``hmac.compare_digest``; a token is mandatory when bound to anything but loopback.
 
-DNS rebinding: a web page can point its own name at 127.0.0.x and drive a local server through the
-browser. So for every bind but a wildcard one, the ``Host`` (and any ``Origin``) must name the bind
+DNS rebinding: for every bind but a wildcard one, the ``Host`` (and any ``Origin``) must name the bind
 address and port, or one of the configured names (``EMAGE_MCP_ALLOWED_HOSTS``); anything else gets
-421/403 from the SDK's transport security, whatever the spelling of the loopback address. A wildcard
-bind (``0.0.0.0``, ``::``) requires the token, and checks the Host when names are configured.
+421/403, whatever the spelling of the loopback address. The rule and its check live in
+``emage_agent.netguard``, shared with the web UI. A wildcard bind (``0.0.0.0``, ``::``) requires the
+token, and checks the Host when names are configured.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-import ipaddress
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -23,58 +21,8 @@ from mcp.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
 
 from emage_agent.errors import UserError
-
-
-def is_loopback(host: str) -> bool:
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _name(host: str) -> str:
-    """A host as it appears in a ``Host`` header: lower case, IPv6 in brackets."""
-    bare = host.strip().strip("[]").lower()
-    return f"[{bare}]" if ":" in bare else bare
-
-
-def _spellings(host: str) -> set[str]:
-    """The names a client may put in ``Host`` for ``host``: as given and, for an address, its canonical form."""
-    bare = host.strip().strip("[]").lower()
-    names = {_name(bare)}
-    with contextlib.suppress(ValueError):
-        names.add(_name(str(ipaddress.ip_address(bare))))
-    return names
-
-
-def is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_unspecified
-    except ValueError:
-        return False
-
-
-def host_check(host: str, port: int | None, names: Sequence[str] = ()) -> TransportSecuritySettings:
-    """The Host/Origin rule for a bind: its own address and port plus ``names``; off only for a bare wildcard."""
-    if is_wildcard(host) and not names:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    allowed: set[str] = set()
-    for name in [*([] if is_wildcard(host) else [host]), *names]:
-        allowed |= _spellings(name)
-    bare = host.strip().strip("[]").lower()
-    if bare == "localhost":
-        allowed |= {"127.0.0.1", "[::1]"}
-    elif is_loopback(bare) and bare in ("127.0.0.1", "::1"):
-        allowed.add("localhost")
-    suffix = f":{port}" if port is not None else ":*"
-    hosts = sorted(f"{name}{suffix}" for name in allowed) + (sorted(allowed) if port == 80 else [])
-    origins = sorted(f"http://{name}{suffix}" for name in allowed) + (
-        sorted(f"http://{name}" for name in allowed) if port == 80 else []
-    )
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+from emage_agent.netguard import HostGuard, host_rule
+from emage_agent.netguard import is_loopback as is_loopback
 
 
 class BearerAuth:
@@ -129,8 +77,12 @@ def http_app(
             "then send 'Authorization: Bearer <token>') or bind 127.0.0.1",
             field="EMAGE_MCP_TOKEN",
         )
-    app = server.streamable_http_app(host=host, transport_security=host_check(host, port, allowed_hosts))
-    return BearerAuth(app, token) if token else app
+    # The Host/Origin check is ours (``HostGuard``, shared with the web UI); the SDK's transport keeps its
+    # Content-Type check. Host first: a foreign page does not even learn that a token is needed.
+    app = server.streamable_http_app(
+        host=host, transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    )
+    return HostGuard(BearerAuth(app, token) if token else app, host_rule(host, port, allowed_hosts))
 
 
 def serve_http(server: Server[Any], host: str, port: int, token: str | None, allowed_hosts: Sequence[str] = ()) -> None:

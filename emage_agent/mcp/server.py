@@ -19,7 +19,9 @@ it adds is what a remote, untrusted caller needs:
   mandatory when bound to anything but loopback, and a Host/Origin check against DNS rebinding
   (``mcp_http``).
 
-One agent serves all calls, one at a time (one GPU; the FLUX models load once per process).
+One agent serves all calls. Calls run side by side (several clients, VLM calls in parallel); their GPU
+work waits its turn in one first-come-first-served ``engine.GpuQueue``, the same engine as the web UI
+and batch, so it never overlaps and the FLUX models load once per process.
 The public names of ``mcp_http``, ``mcp_results`` and ``mcp_schemas`` are importable from here too.
 """
 
@@ -47,6 +49,7 @@ from mcp.types import CallToolResult
 from PIL import Image, UnidentifiedImageError
 
 from emage_agent.contracts import TOOL_NAMES, export_tools, validate_arguments
+from emage_agent.engine import GpuQueue
 from emage_agent.errors import EmageError, ExecutionFailure, UserError
 from emage_agent.mcp.http import BearerAuth as BearerAuth
 from emage_agent.mcp.http import http_app as http_app
@@ -111,38 +114,68 @@ class ToolSpec:
 
 
 class EmageTools:
-    """The handlers behind the tools: one lazily built agent, one call at a time, events to progress.
+    """The handlers behind the tools: one lazily built agent, calls side by side, events to progress.
 
     Each tool is a ``check`` (cheap, on the event loop, so a bad call fails at once) and a ``run``
-    (on a worker thread, alone, because one GPU serves every call).
+    (on a worker thread). Runs overlap; their GPU work goes through one ``GpuQueue`` (``gpu``, or one
+    made in front of the agent's executor), so one GPU serves every call one job at a time, in order.
     """
 
     def __init__(
-        self, agent_factory: Callable[[], Agent], root: Path | None = None, max_open_sessions: int = MAX_OPEN_SESSIONS
+        self,
+        agent_factory: Callable[[], Agent],
+        root: Path | None = None,
+        max_open_sessions: int = MAX_OPEN_SESSIONS,
+        gpu: GpuQueue | None = None,
     ) -> None:
         self._factory = agent_factory
         self._root = root
         self._agent: Agent | None = None
+        self.gpu = gpu
         self._chained: Callable[[AgentEvent], None] | None = None
         self.sessions = OpenSessions(max_open_sessions)
-        self._sink: Callable[[AgentEvent], None] | None = None
-        self._lock = anyio.Lock()
+        self._call = threading.local()  # the running call's progress reporter and sessions, per worker thread
         self._build_lock = threading.Lock()
 
     # ---- plumbing ---------------------------------------------------------------------
     def agent(self) -> Agent:
+        """The agent every call uses: the factory's, with its executor behind the shared GPU queue."""
         with self._build_lock:
             if self._agent is None:
-                agent = self._factory()
-                self._chained, agent.on_event = agent.on_event, self._on_event
-                self._agent = agent
+                from emage_agent.api import Agent
+
+                base = self._factory()
+                # Built here, once: calls that raced to build the VLM clients would split the call records.
+                evaluator, rewriter = base.evaluator, base.rewriter
+                self.gpu = self.gpu or GpuQueue(base.executor)
+                self._chained = base.on_event
+                self._agent = Agent(
+                    base.settings,
+                    root=base.root,
+                    executor=self.gpu.lane(self._on_wait),
+                    evaluator=evaluator,
+                    rewriter=rewriter,
+                    planner_factory=base._new_planner,
+                    selector_config=base.selector_config,
+                    limiter=base.limiter,
+                    calls=base.calls,
+                    on_event=self._on_event,
+                )
             return self._agent
+
+    def _report(self, message: str) -> None:
+        report = getattr(self._call, "report", None)
+        if report is not None:
+            report(message)
 
     def _on_event(self, event: AgentEvent) -> None:
         if self._chained is not None:
             self._chained(event)
-        if self._sink is not None:
-            self._sink(event)
+        self._report(f"{event.kind}: {event.message}")
+
+    def _on_wait(self, ahead: int) -> None:
+        if ahead:
+            self._report(f"queued: {ahead} GPU job(s) ahead")
 
     async def call(self, spec: ToolSpec, args: dict[str, Any], ctx: ServerRequestContext[Any]) -> CallToolResult:
         """``check`` then ``run``; EMage's errors become tool errors with their message, anything else a
@@ -157,25 +190,41 @@ class EmageTools:
             return error_result(ExecutionFailure(one_line(f"{type(exc).__name__}: {exc}", 300)))
 
     async def work(self, ctx: ServerRequestContext[Any], fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on a worker thread, alone, turning agent events into progress notifications."""
+        """Run ``fn`` on a worker thread beside other calls, turning its agent events into progress
+        notifications for this call's client; the sessions it used are released afterwards."""
         counter = itertools.count(1)
 
-        def report(event: AgentEvent) -> None:
+        def report(message: str) -> None:
             try:  # progress is a courtesy: a gone client must not stop the run
-                message = f"{event.kind}: {event.message}"
                 anyio.from_thread.run(ctx.session.report_progress, float(next(counter)), None, message)
             except Exception as exc:  # noqa: BLE001
                 log.debug("progress not sent: %r", exc)
 
         def job() -> Any:
-            self._sink = report
+            self._call.report, self._call.held = report, []
             try:
                 return fn()
             finally:
-                self._sink = None
+                for session in self._call.held:
+                    self.sessions.release(session)
+                self._call.report, self._call.held = None, None
 
-        async with self._lock:
-            return await anyio.to_thread.run_sync(job)
+        return await anyio.to_thread.run_sync(job)
+
+    def _keep(
+        self, path: Path, opener: Callable[[Path], Session] | None = None, session: Session | None = None
+    ) -> Session:
+        """The open session at ``path`` (``session`` put there, or the one kept, or ``opener``'s), counted
+        as used by the running call until it ends, so no other call's eviction closes it meanwhile."""
+        held = getattr(self._call, "held", None)
+        if session is not None:
+            found = self.sessions.put(path, session, hold=held is not None)
+        else:
+            assert opener is not None
+            found = self.sessions.get(path, opener, hold=held is not None)
+        if held is not None:
+            held.append(found)
+        return found
 
     def root(self) -> Path:
         """The session root: given up front (paths are then checked before any model is touched) or the agent's."""
@@ -184,7 +233,7 @@ class EmageTools:
     def session(self, session_id: str) -> Session:
         """A session by id or directory inside the root, kept open among the most recently used."""
         path = resolve_session_dir(session_id, self.root())
-        return self.sessions.get(path, self.agent().open)
+        return self._keep(path, self.agent().open)
 
     def artifact_arg(self, session: Session, value: str, field: str) -> str:
         """An image/mask argument as an artifact id of ``session`` (a file path must be one of its artifacts)."""
@@ -266,7 +315,7 @@ class EmageTools:
                         raise UserError("give a picture file inside the session root, not an artifact id", field=field)
                     options[field] = ref.path
             started = self.agent().start(args["prompt"], **options)
-            session = self.sessions.put(started.dir, started)
+            session = self._keep(started.dir, session=started)
             summary = session.run()
         brief = {k: summary.get(k) for k in BRIEF}
         brief["history"] = [
@@ -336,14 +385,20 @@ def _specs(tools: EmageTools) -> dict[str, ToolSpec]:
 
 
 def build_server(
-    agent_factory: Callable[[], Agent], *, root: Path | None = None, max_open_sessions: int = MAX_OPEN_SESSIONS
+    agent_factory: Callable[[], Agent],
+    *,
+    root: Path | None = None,
+    max_open_sessions: int = MAX_OPEN_SESSIONS,
+    gpu: GpuQueue | None = None,
 ) -> Server[Any]:
     """The MCP server over the agent ``agent_factory`` makes (called once, on the first tool call that needs it).
 
     ``root`` is the session root for path checks; by default the agent's ``root``. At most
     ``max_open_sessions`` sessions stay open between calls; all are closed when the server stops.
+    ``gpu`` is the queue the calls' GPU work waits in (share one with a UI or a pool in the same
+    process); by default one in front of the agent's executor.
     """
-    tools = EmageTools(agent_factory, root, max_open_sessions)
+    tools = EmageTools(agent_factory, root, max_open_sessions, gpu)
     specs = _specs(tools)
     template = types.ResourceTemplate(
         uri_template=ARTIFACT_URI,

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
 from PIL import Image
+from starlette.middleware import Middleware
 
 from emage_agent.errors import EmageError, UserError
+from emage_agent.netguard import HostGuard, host_rule
 from emage_agent.ui import views
 from emage_agent.ui.guards import check_step, check_upload
 from emage_agent.ui.runs import UI_DIR, Run, Studio
@@ -125,7 +127,8 @@ class Page:
 
     # ---- handlers ----------------------------------------------------------------------
     def run(self, prompt: str, iterations: float, threshold: float, seed: float | None, width: float,
-            height: float, steps: float | None, planner: str, start_image: str | None) -> Iterator[tuple]:  # fmt: skip
+            height: float, steps: float | None, planner: str, adaptive: bool | None,
+            start_image: str | None) -> Iterator[tuple]:  # fmt: skip
         image = check_upload(start_image, "start image")
         options = {
             "iterations": int(iterations),
@@ -135,6 +138,7 @@ class Page:
             "height": int(height or 0),
             "steps": int(steps) if steps not in (None, "", 0) else None,
             "planner": planner,
+            "adaptive_threshold": adaptive is True,  # the browser sends a bool; anything else means off
         }
         yield from self.follow(self.studio.start(prompt, options, image))
 
@@ -182,6 +186,7 @@ class Page:
 def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
     """The page. ``defaults`` preset the run options (the CLI passes the settings' size)."""
     d = {"iterations": 3, "threshold": 0.8, "width": 1024, "height": 1024, "steps": None, "planner": "gemini"}
+    d["adaptive_threshold"] = False
     d.update(defaults or {})
     page = Page(studio)
     guard_stream = _guard_stream
@@ -202,6 +207,11 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
                         seed = gr.Number(value=d.get("seed"), precision=0, label="Seed (empty: random)")
                         steps = gr.Number(value=d["steps"], precision=0, label="Denoising steps (empty: default)")
                     planner = gr.Radio(["gemini", "selector"], value=d["planner"], label="Planner")
+                    adaptive = gr.Checkbox(
+                        value=bool(d["adaptive_threshold"]),
+                        label="Adaptive threshold",
+                        info="Lower the threshold step by step while the scores plateau (down to 0.6).",
+                    )
                     start_image = gr.Image(
                         label="Start from an image (optional)", type="filepath", sources=["upload"], height=160
                     )
@@ -231,7 +241,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
 
         view = [session, numbers, selected, status, steps_gallery, step_image, step_details, downloads]
         listing = [sessions_gallery, session_ids]
-        options = [prompt, iterations, threshold, seed, width, height, steps, planner, start_image]
+        options = [prompt, iterations, threshold, seed, width, height, steps, planner, adaptive, start_image]
         streamed = {"concurrency_limit": None, "show_progress": "minimal"}
         run_btn.click(guard_stream(page.run), options, view, **streamed).then(page.sessions, None, listing)
         send_btn.click(guard_stream(page.send), [session, feedback], view, **streamed).then(
@@ -254,10 +264,16 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     auth: tuple[str, str] | None = None,
+    allowed_hosts: Sequence[str] = (),
     defaults: dict[str, Any] | None = None,
     block: bool = True,
 ) -> tuple[gr.Blocks, str]:
-    """Serve the page; returns the Blocks and its URL. Gradio's cache goes inside the sessions folder."""
+    """Serve the page; returns the Blocks and its URL. Gradio's cache goes inside the sessions folder.
+
+    Every request must name this bind (``host:port``) or one of ``allowed_hosts`` in its ``Host`` and any
+    ``Origin`` (421/403 otherwise): the same DNS-rebinding rule as the MCP server (``emage_agent.netguard``),
+    added as a middleware of the FastAPI app Gradio builds (``app_kwargs``, its public hook).
+    """
     cache = studio.root / UI_DIR / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
@@ -270,6 +286,7 @@ def serve(
         auth=auth,
         auth_message="EMage: sign in with the user and password given to --auth",
         prevent_thread_lock=not block,
+        app_kwargs={"middleware": [Middleware(HostGuard, rule=host_rule(host, port, allowed_hosts))]},
         show_error=True,
         quiet=True,
         share=False,

@@ -6,29 +6,19 @@ starts and every check is tested on its own.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from emage_agent.errors import UserError
+from emage_agent.netguard import is_loopback
 
 AUTH_ENV = "EMAGE_UI_AUTH"
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MIN_SIDE, MAX_SIDE = 64, 2048
-
-
-def is_loopback(host: str) -> bool:
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(value: str | None, *, field: str = "--auth") -> tuple[str, str] | None:

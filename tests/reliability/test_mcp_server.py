@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import mcp.server
@@ -151,3 +152,53 @@ def test_the_server_is_the_sdk_low_level_server(tmp_path: Path) -> None:
     """The server is built on the SDK's documented low-level ``Server`` (no subclass of its internals)."""
     server = build_server(lambda: scripted_agent(tmp_path))
     assert type(server) is mcp.server.Server
+
+
+def test_a_session_in_use_is_not_closed_when_it_leaves_the_open_set() -> None:
+    """Calls run side by side: a session evicted while another call runs on it is closed when that call ends."""
+    from emage_agent.mcp.sessions import OpenSessions
+
+    class Store:
+        def __init__(self, name: str) -> None:
+            self.name, self.closed = name, 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    open_sessions = OpenSessions(capacity=1)
+    busy, idle, other = Store("busy"), Store("idle"), Store("other")
+    assert open_sessions.get(Path("a"), lambda _p: busy, hold=True) is busy  # type: ignore[arg-type, return-value]
+    open_sessions.put(Path("b"), idle)  # type: ignore[arg-type]
+    assert busy.closed == 0 and len(open_sessions) == 1  # left the set, still running
+    open_sessions.put(Path("c"), other)  # type: ignore[arg-type]
+    assert idle.closed == 1  # nobody used it: closed at once
+    open_sessions.release(busy)  # type: ignore[arg-type]
+    assert busy.closed == 1
+    open_sessions.close_all()
+    assert (busy.closed, idle.closed, other.closed) == (1, 1, 1)
+
+
+async def test_a_running_session_survives_eviction_by_another_client(tmp_path: Path) -> None:
+    """With room for one open session, a second client's new session evicts the first client's while it runs:
+    the run goes on to its end on its open store, and the store is closed afterwards."""
+    import anyio
+
+    from tests.test_ui_runs import CountingExecutor
+
+    agent = scripted_agent(tmp_path / "sessions", [0.5])
+    agent._executor = CountingExecutor(delay=0.05)
+    server = build_server(lambda: agent, max_open_sessions=1)
+    args = {"iterations": 2, "planner": "selector", **SMALL}
+    results: dict[str, Any] = {}
+
+    async def refine(name: str) -> None:
+        async with Client(server) as client:
+            results[name] = await client.call_tool("refine", {"prompt": f"a {name}", **args})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refine, "fox")
+        tg.start_soon(refine, "owl")
+    for name, result in results.items():
+        assert not result.is_error, (name, text_of(result))
+        assert result.structured_content["stopped_because"] == "iteration_limit"
+    assert agent.executor.most_inside == 1
