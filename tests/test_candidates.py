@@ -42,7 +42,7 @@ def test_repair_variants_start_from_the_same_image(agent: Agent, fake_gemini: An
         plans=[function_call_reply(CANNY)],
     )
     session = agent.start("a red fox on a blue car", width=64, height=64, steps=2, seed=3, candidates=1)
-    session.loop.options = session.loop.options.model_copy(update={"candidates": 3})
+    session.configure(candidates=3)  # a continuing session takes more candidates for its next repairs
     session.run(iterations=1)
     first = next(s for s in session.store.steps() if s.tool == "generate")
     edits = [s for s in session.store.steps() if s.tool == "canny_edit"]

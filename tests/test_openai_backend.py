@@ -122,24 +122,29 @@ def test_the_key_never_leaks(openai_settings: Settings, fake_openai: Any) -> Non
 
 
 @pytest.mark.parametrize(
-    ("reply", "score"),
+    ("reply", "score", "asks"),
     [
-        (fo.text_reply('Here you go:\n```json\n{"satisfaction_score": 85, "issues": []}\n```'), 0.85),
-        (fo.text_reply("The image is decent. Score: 7/10."), 0.7),
-        (fo.text_reply("I cannot judge this."), None),
-        (fo.message_reply({"content": None}), None),
-        (fo.Reply(200, {"id": "x", "object": "chat.completion", "choices": []}), None),
-        (fo.Reply(200, "<html>gateway says hello</html>"), None),
+        (fo.text_reply('Here you go:\n```json\n{"satisfaction_score": 0.85, "issues": []}\n```'), 0.85, 1),
+        (fo.text_reply("The image is decent. Score: 7/10."), 0.7, 1),
+        # A bare 85 on a 0..1 scale is malformed, not 0.85: asked again once, then refused.
+        (fo.text_reply('```json\n{"satisfaction_score": 85, "issues": []}\n```'), None, 2),
+        (fo.text_reply("I cannot judge this."), None, 2),
+        (fo.message_reply({"content": None}), None, 2),
+        (fo.Reply(200, {"id": "x", "object": "chat.completion", "choices": []}), None, 1),
+        (fo.Reply(200, "<html>gateway says hello</html>"), None, 1),
     ],
 )
 def test_malformed_answers_are_read_or_refused(
-    openai_settings: Settings, fake_openai: Any, reply: Any, score: float | None
+    openai_settings: Settings, fake_openai: Any, reply: Any, score: float | None, asks: int
 ) -> None:
-    fake_openai.queue(reply)
-    evaluator = Evaluator(client(openai_settings))
+    for _ in range(asks):
+        fake_openai.queue(reply)
+    c = client(openai_settings)
+    evaluator = Evaluator(c)
     if score is None:
         with pytest.raises(UnreadableAnswer):
             evaluator.evaluate(make_png(), "a fox")
+        assert len(c.calls) == asks and not any(call.ok for call in c.calls)  # never booked as a success
     else:
         assert evaluator.evaluate(make_png(), "a fox").satisfaction_score == pytest.approx(score)
 
