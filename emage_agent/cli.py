@@ -47,6 +47,17 @@ OPTION_NAMES = {
 ADAPTIVE_HELP = "Lower the threshold while the scores plateau (see --adaptive-floor, --adaptive-step)."
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """Run options checked up front; a bad one is named as its command-line flag."""
+    from emage_agent.options import parse_options
+
+    try:
+        parse_options(**options)
+    except UserError as exc:
+        field = OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
+        raise UserError(str(exc).split(": ", 1)[-1], field=field) from None
+
+
 def _settings(device: str | None = None, quantize: str | None = None) -> Any:
     from emage_agent.config import load_settings
 
@@ -103,7 +114,6 @@ def run_command(
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
     candidates: Annotated[int, typer.Option(help="First images and variants per repair; the best is kept.")] = 1,
 ) -> None:
-    from emage_agent.options import parse_options
 
     options = dict(
         iterations=iterations,
@@ -123,12 +133,7 @@ def run_command(
     )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
-    try:
-        parse_options(**options)
-    except UserError as exc:
-        raise UserError(
-            str(exc).split(": ", 1)[-1], field=OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
-        ) from None
+    _check_options(options)
     settings = _settings(device, quantize)
     agent, view = _agent(settings, quiet=as_json)
     agent.root = out
@@ -321,7 +326,6 @@ def batch_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished item on stdout.")] = False,
 ) -> None:
     from emage_agent.batch import BatchOptions, run_batch
-    from emage_agent.options import parse_options
 
     defaults = dict(
         iterations=iterations,
@@ -336,11 +340,7 @@ def batch_command(
         max_gpu_seconds=max_gpu_seconds,
     )
     defaults = {k: v for k, v in defaults.items() if v is not None}
-    try:
-        parse_options(**defaults)
-    except UserError as exc:
-        field = OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
-        raise UserError(str(exc).split(": ", 1)[-1], field=field) from None
+    _check_options(defaults)
     settings = _settings(device)
     address = (ray or settings.ray_address or "auto") if ray is not None or settings.ray_address else None
     opts = BatchOptions(

@@ -18,9 +18,8 @@ One writer at a time: ``writing()`` holds the session's lock file (``writer.lock
 Secrets: nothing in the store may hold an API key. Every string that reaches the database
 or ``summary.json`` passes through :func:`scrub`.
 
-The records live in ``session_records``, the schema in ``session_schema``, the on-disk
-helpers in ``session_files``; the names callers import from here are imported here (``x as x``
-where this module does not use them itself), so ``from emage_agent.session.store import ...`` keeps working.
+The records live in ``records``, the schema in ``schema``, the on-disk helpers in ``files``;
+the rest of EMage imports them through ``emage_agent.session``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Gemini plans, but it can be wrong in ways that cost GPU minutes: regenerating wh
 inpainting, pushing on after the score has stopped rising. This module is the deterministic second
 opinion: it weighs the issues, recommends a strategy with ranked tools, says when to stop and, when
 the planner cannot, gives its own next call. Judging a proposed call is the veto's job (``veto``);
-the knobs and the budget are plain data (``selector_config``). Both are re-exported here, so callers
-use ``selector`` alone. Inputs and outputs are plain pydantic data, so the loop records each decision
+the knobs and the budget are plain data (``config``); the package's face, ``emage_agent.strategy``,
+exports what callers use. Inputs and outputs are plain pydantic data, so the loop records each decision
 as is and the tests drive it by tables. The only file ever read is the cached tool contracts.
 """
 
