@@ -35,37 +35,37 @@ def test_wheel_ships_contracts_and_prompts_inside_the_package(wheel: Path) -> No
     assert not any(n.startswith(("tools/", "prompts/")) for n in names), "tools must not become a top-level package"
 
 
-def test_installed_wheel_loads_its_data_away_from_the_checkout(wheel: Path, tmp_path: Path) -> None:
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed once into a folder of its own, away from the checkout."""
+    target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
         capture_output=True,
     )
+    return target
+
+
+def test_installed_wheel_loads_its_data_away_from_the_checkout(installed: Path, tmp_path: Path) -> None:
     code = (
         "import emage_agent.contracts as c, emage_agent.resources as r; "
         "assert '_data' in str(r.data_dir('tools')), r.data_dir('tools'); "
         "print(len(c.load_contracts()), len(r.load_prompt('planner', tools='x', max_calls=1)) > 0)"
     )
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": str(installed)}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["7", "True"]
 
 
-def test_installed_wheel_keeps_the_seed_import_path(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_keeps_the_seed_import_path(wheel: Path, installed: Path, tmp_path: Path) -> None:
     assert "flux_vlm_pipeline/pipeline.py" in zipfile.ZipFile(wheel).namelist()
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True,
-        capture_output=True,
-    )
     code = (
         "from flux_vlm_pipeline.pipeline import FluxVLMPipeline; import emage_agent; "
         "assert FluxVLMPipeline is emage_agent.FluxVLMPipeline; print(FluxVLMPipeline.__name__)"
     )
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": str(installed)}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "FluxVLMPipeline"

@@ -6,6 +6,7 @@ how they carry a turn to the model and the calls back, not in what they ask or a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,27 @@ def match_reports(pending: list[Pending], reports: list[Any]) -> tuple[list[tupl
             remaining.remove(report)
         pairs.append((p, report))
     return pairs, remaining
+
+
+def digest(png: bytes) -> str:
+    """An image's identity, so a planner can tell whether the model has already seen it."""
+    return hashlib.sha256(png).hexdigest()
+
+
+def image_note(current: str | None, returned: list[str], seen: str | None) -> tuple[bool, str]:
+    """Whether the turn must attach the current image, and what the turn text says about it.
+
+    ``current`` is the current image's digest, ``returned`` those of the images sent back with tool
+    results in this turn, ``seen`` the newest one the model was shown before. An image the model has
+    already seen is not sent again (images are the most expensive part of a planner chat).
+    """
+    if current and current in returned:
+        return False, "the current image is the one returned above"
+    if current and current == seen and not returned:
+        return False, "the current image is unchanged since your last proposal"
+    if current:
+        return True, "the current image is attached above"
+    return False, "no image is available"
 
 
 def render_turn(ctx: PlanningContext, feedback: str | None, allowed: list[str], image_note: str) -> str:

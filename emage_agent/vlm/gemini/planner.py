@@ -10,14 +10,13 @@ calls in the history always refer to declared functions. Model mistakes come bac
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from emage_agent.contracts import export_tools, load_contracts
 from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolReport
 from emage_agent.resources import load_prompt
 from emage_agent.vlm.gemini.client import GeminiClient, types
-from emage_agent.vlm.turns import Pending, allowed_tools, read_calls, render_turn
+from emage_agent.vlm.turns import Pending, allowed_tools, digest, image_note, read_calls, render_turn
 
 MAX_IMAGES_KEPT = 3
 
@@ -30,10 +29,6 @@ def function_declarations() -> list[types.FunctionDeclaration]:
 def supports_function_response_media(model: str) -> bool:
     """Gemini 3 takes images inside function responses; earlier models get them as a plain part."""
     return "gemini-3" in model
-
-
-def _digest(png: bytes) -> str:
-    return hashlib.sha256(png).hexdigest()
 
 
 def _png(data: bytes) -> types.Part:
@@ -62,16 +57,11 @@ class Planner:
         owed = [self._response(p, {"ok": False, "result": p.error or reason}) for p in self._pending]
         carry = owed + self._outbox  # nothing changes until the model has answered (a failure keeps it all)
         parts = list(carry)
-        image_note = "no image is available"
-        current = _digest(ctx.image_png) if ctx.image_png else None
-        if current and current in self._outbox_images:
-            image_note = "the current image is the one returned above"
-        elif current and current == self._seen_image and not self._outbox_images:
-            image_note = "the current image is unchanged since your last proposal"
-        elif ctx.image_png:
+        current = digest(ctx.image_png) if ctx.image_png else None
+        attach, note = image_note(current, self._outbox_images, self._seen_image)
+        if attach and ctx.image_png:
             parts += [types.Part(text="The current image:"), _png(ctx.image_png)]
-            image_note = "the current image is attached above"
-        parts.append(types.Part(text=render_turn(ctx, feedback, allowed, image_note)))
+        parts.append(types.Part(text=render_turn(ctx, feedback, allowed, note)))
         contents = prune_images([*self.history, types.Content(role="user", parts=parts)], MAX_IMAGES_KEPT)
         response = self.client.generate("plan", contents, self._config(allowed))
         candidates = response.candidates or []
@@ -109,13 +99,13 @@ class Planner:
             if report.image_png and not media:
                 extras += [types.Part(text=f"Image returned by {pending.name}:"), _png(report.image_png)]
             if report.image_png:
-                self._outbox_images.append(_digest(report.image_png))
+                self._outbox_images.append(digest(report.image_png))
         for report in remaining:  # run by the agent on its own (no call of the model's to answer)
             state = "succeeded" if report.ok else "failed"
             extras.append(types.Part(text=f"The agent also ran {report.call.name}: {state}: {report.summary}"))
             if report.image_png:
                 extras.append(_png(report.image_png))
-                self._outbox_images.append(_digest(report.image_png))
+                self._outbox_images.append(digest(report.image_png))
         self._pending = []
         self._outbox += responses + extras
 

@@ -10,7 +10,6 @@ go back as text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -20,13 +19,17 @@ from emage_agent.resources import load_prompt
 from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.openai_compat.evaluator import answer_text, image_part, text_part
 from emage_agent.vlm.parsing import extract_json
-from emage_agent.vlm.turns import Pending, allowed_tools, match_reports, read_calls, render_turn
+from emage_agent.vlm.turns import (
+    Pending,
+    allowed_tools,
+    digest,
+    image_note,
+    match_reports,
+    read_calls,
+    render_turn,
+)
 
 MAX_IMAGES_KEPT = 3
-
-
-def _digest(png: bytes) -> str:
-    return hashlib.sha256(png).hexdigest()
 
 
 def _arguments(raw: Any) -> tuple[dict[str, Any], str | None]:
@@ -78,16 +81,11 @@ class Planner:
         tool_messages = self._tool_messages + owed_tools
         carry = self._outbox + owed_text  # nothing changes until the model has answered
         parts = list(carry)
-        image_note = "no image is available"
-        current = _digest(ctx.image_png) if ctx.image_png else None
-        if current and current in self._outbox_images:
-            image_note = "the current image is the one returned above"
-        elif current and current == self._seen_image and not self._outbox_images:
-            image_note = "the current image is unchanged since your last proposal"
-        elif ctx.image_png:
+        current = digest(ctx.image_png) if ctx.image_png else None
+        attach, note = image_note(current, self._outbox_images, self._seen_image)
+        if attach and ctx.image_png:
             parts += [text_part("The current image:"), image_part(ctx.image_png)]
-            image_note = "the current image is attached above"
-        parts.append(text_part(render_turn(ctx, feedback, allowed, image_note)))
+        parts.append(text_part(render_turn(ctx, feedback, allowed, note)))
         messages = prune_images([*self.history, *tool_messages, {"role": "user", "content": parts}], MAX_IMAGES_KEPT)
         response = self.client.chat_tools("plan", messages, self._tools)
         message = response.choices[0].message
@@ -137,13 +135,13 @@ class Planner:
             payloads.append((pending, payload))
             if report.image_png:
                 extras += [text_part(f"Image returned by {pending.name}:"), image_part(report.image_png)]
-                self._outbox_images.append(_digest(report.image_png))
+                self._outbox_images.append(digest(report.image_png))
         for report in remaining:  # run by the agent on its own (no call of the model's to answer)
             state = "succeeded" if report.ok else "failed"
             extras.append(text_part(f"The agent also ran {report.call.name}: {state}: {report.summary}"))
             if report.image_png:
                 extras.append(image_part(report.image_png))
-                self._outbox_images.append(_digest(report.image_png))
+                self._outbox_images.append(digest(report.image_png))
         tool_messages, text_answers = self._answers(payloads)
         self._pending = []
         self._tool_messages += tool_messages
