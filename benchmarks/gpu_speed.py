@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emage_agent.config import Settings  # noqa: E402
+from emage_agent.core.settings import Settings  # noqa: E402
 from emage_agent.executor import Executor  # noqa: E402
 
 # name -> settings; fp8 and nf4 need CUDA, so the CPU run skips them
@@ -190,7 +190,7 @@ def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
-    from tests.tiny_family import build_tiny_family
+    from tests.support.tiny_family import build_tiny_family
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emage_agent.config import Settings, load_settings  # noqa: E402
+from emage_agent.core.settings import Settings, load_settings  # noqa: E402
 from emage_agent.executor import Executor  # noqa: E402
 
 
 def tiny_settings(folder: Path) -> Settings:
-    from tests.tiny_family import build_tiny_family
+    from tests.support.tiny_family import build_tiny_family
 
     return build_tiny_family(folder).settings()
 

@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fake_gemini import (  # noqa: E402 - the repository root goes on the path first
+from tests.support.fake_gemini import (  # noqa: E402 - the repository root goes on the path first
     FAKE_KEY,
     FakeGemini,
     Request,
@@ -55,10 +55,10 @@ STYLE = {"category": "style", "severity": 0.7, "description": "the car should be
 # ---- the worker: one session in its own process -----------------------------------------
 def worker(args: argparse.Namespace) -> int:
     """Start (or resume) one session; errors end as the CLI ends them: one line and an exit code."""
+    from emage_agent.adapters.cli import outcome
     from emage_agent.api import Agent
-    from emage_agent.cli import outcome
-    from emage_agent.config import Settings
-    from tests.test_mcp_support import ScriptedExecutor, ScriptedRewriter
+    from emage_agent.core.settings import Settings
+    from tests.support.scripted import ScriptedExecutor, ScriptedRewriter
 
     class SlowExecutor(ScriptedExecutor):
         def run(self, tool: str, run_args: dict[str, Any], images: Any = None, on_step: Any = None) -> Any:
@@ -241,7 +241,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     server_env = dict(env, GEMINI_API_KEY=FAKE_KEY, EMAGE_SESSION_ROOT=str(root), EMAGE_DEVICE="cpu")
     server_env["EMAGE_MCP_OPEN_SESSIONS"] = str(args.open_sessions)
     server = subprocess.Popen(
-        [sys.executable, "-m", "emage_agent.cli", "mcp", "--http", "--port", str(port)],
+        [sys.executable, "-m", "emage_agent.adapters.cli", "mcp", "--http", "--port", str(port)],
         env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from emage_agent.api import Agent  # noqa: E402
 from emage_agent.engine import GpuQueue, Job, RateLimiter, SessionPool  # noqa: E402
-from tests.fake_gemini import FAKE_KEY, FakeGemini, Reply, evaluation_reply  # noqa: E402
-from tests.tiny_family import build_tiny_family  # noqa: E402
+from tests.support.fake_gemini import FAKE_KEY, FakeGemini, Reply, evaluation_reply  # noqa: E402
+from tests.support.tiny_family import build_tiny_family  # noqa: E402
 
 ISSUE = {"category": "style", "severity": 0.8, "description": "the car should be blue", "target": "car"}
 OPTIONS = {"width": 64, "height": 64, "steps": 2, "seed": 1, "planner": "selector", "iterations": 1}

@@ -15,15 +15,15 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
-from emage_agent.agent import SessionLoop
-from emage_agent.config import Settings, load_settings
-from emage_agent.contracts import validate_arguments
-from emage_agent.errors import UserError
-from emage_agent.evaluation import Evaluation
-from emage_agent.options import AgentEvent, parse_options
-from emage_agent.planning import ToolCall
-from emage_agent.ports import png_bytes
-from emage_agent.redact import remember_settings
+from emage_agent.core.errors import UserError
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.planning import ToolCall
+from emage_agent.core.ports import png_bytes
+from emage_agent.core.redact import remember_settings
+from emage_agent.core.settings import Settings, load_settings
+from emage_agent.core.tools import validate_arguments
+from emage_agent.loop.session_loop import SessionLoop
 from emage_agent.session import SessionStore
 from emage_agent.vlm import VLM, CallLog, Role, choose, local_model, open_vlm
 
@@ -183,7 +183,7 @@ class Agent:
             raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
         picture, region, note = None, None, ""
         if image is not None:
-            from emage_agent.upload import load_region_mask, load_start_image
+            from emage_agent.core.pictures import load_region_mask, load_start_image
 
             picture, note = load_start_image(image)
             region = load_region_mask(mask, picture.size) if mask is not None else None
@@ -214,7 +214,7 @@ class Agent:
 
     def record_speed(self, store: SessionStore) -> None:
         """Store the speed settings in the session: as configured, then as the executor resolved them."""
-        from emage_agent.config import speed_settings
+        from emage_agent.core.settings import speed_settings
 
         speed = speed_settings(self.settings)
         counters = getattr(self._executor, "counters", None)
@@ -366,7 +366,7 @@ class Session:
         return self.store.load_image(artifact.id)
 
     def write_report(self) -> Path:
-        from emage_agent.report import write_report
+        from emage_agent.session.report import write_report
 
         return write_report(self.store)
 

@@ -55,7 +55,7 @@ def test_only_the_openai_compatible_backend_imports_openai() -> None:
     assert found and all(name.startswith("vlm/openai_compat/") for name in found), found
 
 
-ADAPTERS = ("cli", "chat", "mcp", "ui", "batch", "report", "bench")  # top-level names of the adapter layer
+ADAPTERS = ("adapters",)  # top-level names of the adapter layer
 
 
 def module_name(path: Path) -> str:
@@ -136,3 +136,10 @@ def test_package_faces_export_only_what_other_packages_use() -> None:
         outside = [src for p, src in sources.items() if not p.is_relative_to(init.parent)]
         unused = [n for n in exported if not any(re.search(rf"\b{re.escape(n)}\b", src) for src in outside)]
         assert not unused, f"{package} exports {unused}, which nothing outside it uses"
+
+
+def test_the_package_root_holds_only_the_facade_and_the_layers() -> None:
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in {"__init__.py", "api.py"})
+    assert not loose, f"modules loose at the root of emage_agent/: {loose}; each belongs to a layer"
+    layers = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert layers == ["adapters", "core", "engine", "executor", "loop", "session", "strategy", "vlm"], layers

@@ -49,7 +49,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_installed_wheel_loads_its_data_away_from_the_checkout(installed: Path, tmp_path: Path) -> None:
     code = (
-        "import emage_agent.contracts as c, emage_agent.resources as r; "
+        "import emage_agent.core.tools as c, emage_agent.core.resources as r; "
         "assert '_data' in str(r.data_dir('tools')), r.data_dir('tools'); "
         "print(len(c.load_contracts()), len(r.load_prompt('planner', tools='x', max_calls=1)) > 0)"
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fake_gemini import evaluation_reply, function_call_reply
+from tests.support.fake_gemini import evaluation_reply, function_call_reply
 
 PROMPT = "a red fox sitting on the roof of a blue car"
 STYLE = {"category": "style", "severity": 0.8, "description": "the car should be blue", "target": "car"}

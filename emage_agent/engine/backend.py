@@ -9,9 +9,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from emage_agent.config import Settings
+from emage_agent.core.errors import UserError
+from emage_agent.core.settings import Settings
 from emage_agent.engine.gpu import GpuQueue
-from emage_agent.errors import UserError
 
 RAY_MISSING = "Ray is not installed; install it with: pip install 'emage-agent[ray]'"
 

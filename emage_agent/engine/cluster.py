@@ -22,11 +22,11 @@ import ray
 from PIL import Image
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from emage_agent import errors
-from emage_agent.config import Settings
+from emage_agent.core import errors
+from emage_agent.core.errors import ExecutionFailure, UserError
+from emage_agent.core.ports import png_bytes
+from emage_agent.core.settings import Settings
 from emage_agent.engine.gpu import GpuQueue, WorkerLost
-from emage_agent.errors import ExecutionFailure, UserError
-from emage_agent.ports import png_bytes
 
 ROLES = ("image", "mask", "control")
 NOT_SHIPPED = {"gemini_api_key", "mcp_token"}  # actors never talk to the VLM: its keys stay on the driver

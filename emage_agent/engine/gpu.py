@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from emage_agent.errors import ExecutionFailure
-from emage_agent.ports import RunsTools
+from emage_agent.core.errors import ExecutionFailure
+from emage_agent.core.ports import RunsTools
 
 WaitCallback = Callable[[int], None]  # called with the number of jobs ahead (0 = running now)
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from emage_agent.errors import EmageError, UserError
+from emage_agent.core.errors import EmageError, UserError
 
 DB_NAME = "session.db"
 BROKEN = ".broken"  # suffix of a session folder that could not be opened (set aside, never resumed)

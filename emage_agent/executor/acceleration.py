@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from PIL import Image
 
+from emage_agent.core.detection import Detection
 from emage_agent.executor.models import ModelManager
-from emage_agent.verification import Detection
 
 
 def _box(xyxy: list[float], width: int, height: int) -> list[int] | None:

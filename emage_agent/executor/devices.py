@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from emage_agent.config import Settings
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
+from emage_agent.core.settings import Settings
 
 if TYPE_CHECKING:
     import torch

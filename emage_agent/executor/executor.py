@@ -17,9 +17,9 @@ from typing import Any
 
 from PIL import Image
 
-from emage_agent.config import Settings
-from emage_agent.contracts import validate_arguments
-from emage_agent.errors import EmageError, ExecutionFailure, InvalidArgument, UserError
+from emage_agent.core.errors import EmageError, ExecutionFailure, InvalidArgument, UserError
+from emage_agent.core.settings import Settings
+from emage_agent.core.tools import validate_arguments
 from emage_agent.executor import inputs
 from emage_agent.executor.generation import CallbackRaised
 from emage_agent.executor.types import ExecutorCounters, ToolOutput

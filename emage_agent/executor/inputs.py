@@ -10,8 +10,8 @@ from typing import Any
 
 from PIL import Image
 
-from emage_agent.contracts import get_contract
-from emage_agent.errors import InvalidArgument
+from emage_agent.core.errors import InvalidArgument
+from emage_agent.core.tools import get_contract
 
 # Modes that convert to RGB without losing meaning (alpha is dropped, palettes expanded).
 _RGB_CONVERTIBLE = {"RGB", "RGBA", "RGBX", "LA", "L", "P", "PA", "1", "CMYK", "YCbCr"}

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emage_agent.config import Settings
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
+from emage_agent.core.settings import Settings
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from emage_agent.errors import ModelMistake
+from emage_agent.core.errors import ModelMistake
 from emage_agent.executor.models import ModelManager
 from emage_agent.executor.types import ToolOutput
 

@@ -25,7 +25,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from emage_agent.config import Settings
+from emage_agent.core.settings import Settings
 from emage_agent.executor.devices import (
     Policy,
     free_device_bytes,

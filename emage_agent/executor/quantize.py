@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
 
 Quantize = Literal["none", "fp8", "int8", "nf4"]
 # Components that are quantized when EMAGE_QUANTIZE asks for it.

@@ -81,7 +81,7 @@ class SyntheticLoader:
     """The ``Loader`` interface, building random full-size models instead of reading files."""
 
     def __init__(self, counters: ExecutorCounters, text_source: str, device: str, keep_on_host: bool) -> None:
-        from emage_agent.config import Settings
+        from emage_agent.core.settings import Settings
         from emage_agent.executor.loading import Loader
 
         self._files = Loader(Settings(_env_file=None), counters)  # tokenizers and the scheduler

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from emage_agent.config import Settings
-from emage_agent.errors import ExecutionFailure, UserError
+from emage_agent.core.errors import ExecutionFailure, UserError
+from emage_agent.core.settings import Settings
 from emage_agent.executor.devices import free_device_bytes, module_bytes, resolve_device, resolve_dtype
 from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
 

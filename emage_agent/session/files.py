@@ -4,7 +4,7 @@
   directory; a reader sees the old file or the new one, never half, even after ``kill -9``.
 - :func:`remove_dead_temps`: the temp files of a killed writer (a live writer's are kept).
 - :func:`new_session_id`: sortable and unique.
-- :func:`scrub` (from ``emage_agent.redact``): every string that reaches the database or
+- :func:`scrub` (from ``emage_agent.core.redact``): every string that reaches the database or
   ``summary.json`` passes through it; configured secrets and anything shaped like a key become
   ``[redacted]``.
 """
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from emage_agent.redact import REDACTED as REDACTED
-from emage_agent.redact import scrub as scrub
+from emage_agent.core.redact import REDACTED as REDACTED
+from emage_agent.core.redact import scrub as scrub
 
 _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # the names atomic_file gives its temp files
 

@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from emage_agent.errors import ExecutionFailure, UserError
+from emage_agent.core.errors import ExecutionFailure, UserError
 from emage_agent.session.files import fsync_dir, new_session_id, pid_alive, remove_dead_temps, utc_now
 from emage_agent.session.records import ROLE_DIRS
 from emage_agent.session.schema import connect, migrate

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from emage_agent.errors import SessionBusy
+from emage_agent.core.errors import SessionBusy
 
 LOCK_NAME = "writer.lock"
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from emage_agent.evaluation import Evaluation
+from emage_agent.core.evaluation import Evaluation
 
 Role = Literal["image", "mask", "control"]
 Status = Literal["running", "done", "failed", "interrupted"]

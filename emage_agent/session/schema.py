@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
 from emage_agent.session.files import utc_now
 
 MIGRATIONS: tuple[str, ...] = (

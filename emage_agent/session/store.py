@@ -35,8 +35,8 @@ from typing import Any
 from PIL import Image
 from pydantic import ValidationError
 
-from emage_agent.errors import ExecutionFailure, UserError
-from emage_agent.evaluation import Evaluation
+from emage_agent.core.errors import ExecutionFailure, UserError
+from emage_agent.core.evaluation import Evaluation
 from emage_agent.session.files import REDACTED as REDACTED
 from emage_agent.session.files import (
     atomic_file,

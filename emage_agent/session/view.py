@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from emage_agent.errors import UserError
-from emage_agent.evaluation import Evaluation
-from emage_agent.planning import HistoryEntry
+from emage_agent.core.errors import UserError
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.planning import HistoryEntry
 from emage_agent.session.store import SessionStore, StepRecord
 
 IMAGE_TOOLS = frozenset({"upload", "generate", "canny_edit", "depth_edit", "inpaint", "edit"})

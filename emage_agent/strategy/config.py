@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from emage_agent.contracts import TOOL_NAMES, get_contract
-from emage_agent.evaluation import ISSUE_CATEGORIES
+from emage_agent.core.evaluation import ISSUE_CATEGORIES
+from emage_agent.core.tools import TOOL_NAMES, get_contract
 
 TOL = 1e-9  # float noise allowance for the boundary comparisons (score == threshold, equal sides)
 

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from emage_agent.contracts import validate_arguments
-from emage_agent.errors import InvalidArgument
-from emage_agent.evaluation import IMAGE_SIDE, ISSUE_CATEGORIES, PROMPT_SIDE, Evaluation, Issue
-from emage_agent.planning import HistoryEntry, Recommendation, Strategy, ToolCall, ToolChoice
+from emage_agent.core.errors import InvalidArgument
+from emage_agent.core.evaluation import IMAGE_SIDE, ISSUE_CATEGORIES, PROMPT_SIDE, Evaluation, Issue
+from emage_agent.core.planning import HistoryEntry, Recommendation, Strategy, ToolCall, ToolChoice
+from emage_agent.core.tools import validate_arguments
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
 from emage_agent.strategy.threshold import adaptive_threshold
 from emage_agent.strategy.veto import (

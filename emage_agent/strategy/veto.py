@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from emage_agent.contracts import TOOL_NAMES, get_contract, validate_arguments
-from emage_agent.errors import InvalidArgument
-from emage_agent.planning import HistoryEntry, Recommendation, ToolCall
+from emage_agent.core.errors import InvalidArgument
+from emage_agent.core.planning import HistoryEntry, Recommendation, ToolCall
+from emage_agent.core.tools import TOOL_NAMES, get_contract, validate_arguments
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
 
 VetoKind = Literal["unknown_tool", "invalid_arguments", "contradicts_strategy", "repeated_failure", "budget"]

@@ -1,7 +1,7 @@
 """The vision-language side: the three small interfaces the loop uses, and the backends behind them.
 
 Images cross these interfaces as PNG bytes and answers come back as the models of
-``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type leaves a backend. Each
+``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type leaves a backend. Each
 backend (``gemini``, ``openai_compat``, ``local``) is its own subpackage or module and is the only
 importer of its SDK, so a new backend joins without touching the loop; ``choice`` picks and builds one.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from emage_agent.evaluation import Evaluation, Issue
-from emage_agent.planning import PlanningContext, PlanResult, ToolReport
+from emage_agent.core.evaluation import Evaluation, Issue
+from emage_agent.core.planning import PlanningContext, PlanResult, ToolReport
 from emage_agent.vlm.calls import CallLog
 from emage_agent.vlm.choice import VLM, Backend, Role, choose, local_model, model_of, open_vlm
 

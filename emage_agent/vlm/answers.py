@@ -14,8 +14,8 @@ import re
 
 from pydantic import BaseModel, Field
 
-from emage_agent.evaluation import Evaluation, Issue, IssueCategory
-from emage_agent.resources import load_prompt
+from emage_agent.core.evaluation import Evaluation, Issue, IssueCategory
+from emage_agent.core.resources import load_prompt
 
 log = logging.getLogger("emage_agent.vlm")
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from emage_agent.config import Settings
-from emage_agent.errors import UserError
+from emage_agent.core.errors import UserError
+from emage_agent.core.settings import Settings
 
 Backend = Literal["gemini", "openai", "local"]
 Role = Literal["evaluator", "planner"]

@@ -19,12 +19,12 @@ import logging
 import time
 from typing import Any
 
-from emage_agent.config import Settings
-from emage_agent.contracts import load_contracts
-from emage_agent.errors import EmageError, ExecutionFailure, UnreadableAnswer
-from emage_agent.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
-from emage_agent.planning import PlanningContext, PlanResult, ToolReport
-from emage_agent.resources import load_prompt
+from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer
+from emage_agent.core.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
+from emage_agent.core.planning import PlanningContext, PlanResult, ToolReport
+from emage_agent.core.resources import load_prompt
+from emage_agent.core.settings import Settings
+from emage_agent.core.tools import load_contracts
 from emage_agent.vlm.answers import apply_feedback, clean_remarks, evaluator_instructions, rewrite_instructions
 from emage_agent.vlm.calls import CallRecord
 from emage_agent.vlm.parsing import evaluation_from_dict

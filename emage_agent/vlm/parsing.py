@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from emage_agent.errors import UnreadableAnswer
-from emage_agent.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
+from emage_agent.core.errors import UnreadableAnswer
+from emage_agent.core.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
 
 log = logging.getLogger("emage_agent.vlm")
 

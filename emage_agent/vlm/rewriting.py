@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from emage_agent.errors import UnreadableAnswer
-from emage_agent.evaluation import PROMPT_SIDE, Issue
+from emage_agent.core.errors import UnreadableAnswer
+from emage_agent.core.evaluation import PROMPT_SIDE, Issue
 
 MAX_PROMPT_CHARS = 2000  # the tools' contracts cap prompts at 2000 characters
 _STOPWORDS = frozenset(

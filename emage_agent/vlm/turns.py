@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from emage_agent.contracts import load_contracts, validate_arguments
-from emage_agent.errors import InvalidArgument
-from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolCall
-from emage_agent.resources import load_prompt
+from emage_agent.core.errors import InvalidArgument
+from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolCall
+from emage_agent.core.resources import load_prompt
+from emage_agent.core.tools import load_contracts, validate_arguments
 
 
 @dataclass

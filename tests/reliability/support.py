@@ -15,8 +15,8 @@ from typing import Any
 from mcp.types import TextContent
 
 from emage_agent.api import Agent
-from emage_agent.config import Settings
-from tests.test_mcp_support import ScriptedExecutor, ScriptedRewriter, scripted_agent
+from emage_agent.core.settings import Settings
+from tests.support.scripted import ScriptedExecutor, ScriptedRewriter, scripted_agent
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"width": 64, "height": 64, "steps": 2}
@@ -40,7 +40,7 @@ def env(root: Path, **extra: str) -> dict[str, str]:
 def emage(*args: str, root: Path, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
     """``emage-agent ARGS`` in a fresh process, as a person runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "emage_agent.cli", *args],
+        [sys.executable, "-m", "emage_agent.adapters.cli", *args],
         env=env(root),
         cwd=root.parent,
         text=True,

@@ -17,7 +17,7 @@ import pytest
 
 from emage_agent.api import Agent
 from tests.reliability.support import emage, env, one_line_error, stored_session
-from tests.test_mcp_support import scripted_agent
+from tests.support.scripted import scripted_agent
 
 
 def _drop_table(session: Path) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from emage_agent.mcp.server import build_server
+from emage_agent.adapters.mcp.server import build_server
 from emage_agent.session import SessionStore
-from tests.fake_gemini import FAKE_KEY, evaluation_reply, text_reply
+from tests.loop.test_session_loop import STYLE
 from tests.reliability.support import SMALL, gemini_agent, text_of
-from tests.test_agent_loop import STYLE
-from tests.test_mcp_support import ScriptedExecutor
+from tests.support.fake_gemini import FAKE_KEY, evaluation_reply, text_reply
+from tests.support.scripted import ScriptedExecutor
 
 pytestmark = pytest.mark.anyio
 REFINE = {"prompt": "a red fox on a blue car", "iterations": 2, "threshold": 0.8, **SMALL}

@@ -18,10 +18,10 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from emage_agent.mcp.server import MAX_OPEN_SESSIONS, build_server
+from emage_agent.adapters.mcp.server import MAX_OPEN_SESSIONS, build_server
+from tests.adapters.test_mcp_http import HEADERS, INIT
 from tests.reliability.support import SMALL, env, text_of
-from tests.test_mcp_http import HEADERS, INIT
-from tests.test_mcp_support import scripted_agent
+from tests.support.scripted import scripted_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ def http_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
     host = request.param
     port = free_port(host)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emage_agent.cli", "mcp", "--http", "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "emage_agent.adapters.cli", "mcp", "--http", "--host", host, "--port", str(port)],
         env=env(tmp_path / "sessions"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -156,7 +156,7 @@ def test_the_server_is_the_sdk_low_level_server(tmp_path: Path) -> None:
 
 def test_a_session_in_use_is_not_closed_when_it_leaves_the_open_set() -> None:
     """Calls run side by side: a session evicted while another call runs on it is closed when that call ends."""
-    from emage_agent.mcp.sessions import OpenSessions
+    from emage_agent.adapters.mcp.sessions import OpenSessions
 
     class Store:
         def __init__(self, name: str) -> None:
@@ -183,7 +183,7 @@ async def test_a_running_session_survives_eviction_by_another_client(tmp_path: P
     the run goes on to its end on its open store, and the store is closed afterwards."""
     import anyio
 
-    from tests.test_ui_runs import CountingExecutor
+    from tests.adapters.test_ui_runs import CountingExecutor
 
     agent = scripted_agent(tmp_path / "sessions", [0.5])
     agent._executor = CountingExecutor(delay=0.05)

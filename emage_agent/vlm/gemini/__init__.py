@@ -1,7 +1,7 @@
 """The Gemini layer: the only package in EMage that imports ``google.genai``.
 
 The rest of the project passes PNG bytes and plain data and gets back the models of
-``emage_agent.evaluation`` and ``emage_agent.planning``; no SDK type crosses this boundary.
+``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type crosses this boundary.
 """
 
 from emage_agent.vlm.gemini.client import CallRecord, GeminiClient, GeminiRequestError

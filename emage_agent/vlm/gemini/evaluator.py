@@ -11,9 +11,9 @@ import logging
 
 from pydantic import BaseModel, Field
 
-from emage_agent.evaluation import Evaluation
-from emage_agent.resources import load_prompt
-from emage_agent.verification import ObjectSpec
+from emage_agent.core.detection import ObjectSpec
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.resources import load_prompt
 from emage_agent.vlm.answers import EvaluationAnswer, apply_feedback, clean_remarks, evaluator_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.parsing import read_answer

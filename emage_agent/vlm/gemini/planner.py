@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from emage_agent.contracts import export_tools, load_contracts
-from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolReport
-from emage_agent.resources import load_prompt
+from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolReport
+from emage_agent.core.resources import load_prompt
+from emage_agent.core.tools import export_tools, load_contracts
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.turns import Pending, allowed_tools, digest, image_note, read_calls, render_turn
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from emage_agent.errors import GeminiUnavailable, UnreadableAnswer
-from emage_agent.evaluation import Issue
+from emage_agent.core.errors import GeminiUnavailable, UnreadableAnswer
+from emage_agent.core.evaluation import Issue
 from emage_agent.vlm.answers import RewriteAnswer, rewrite_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.parsing import extract_json

@@ -23,8 +23,8 @@ from typing import Any
 import openai
 from openai import OpenAI
 
-from emage_agent.config import Settings
-from emage_agent.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
+from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
+from emage_agent.core.settings import Settings
 from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s
 
 log = logging.getLogger("emage_agent.vlm.openai")

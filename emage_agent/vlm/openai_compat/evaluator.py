@@ -10,8 +10,8 @@ import base64
 import logging
 from typing import Any
 
-from emage_agent.errors import UnreadableAnswer, VLMUnavailable
-from emage_agent.evaluation import Evaluation, Issue
+from emage_agent.core.errors import UnreadableAnswer, VLMUnavailable
+from emage_agent.core.evaluation import Evaluation, Issue
 from emage_agent.vlm.answers import (
     EvaluationAnswer,
     RewriteAnswer,

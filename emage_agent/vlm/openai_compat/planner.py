@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emage_agent.contracts import export_tools, load_contracts
-from emage_agent.planning import PlanError, PlanningContext, PlanResult, ToolReport
-from emage_agent.resources import load_prompt
+from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolReport
+from emage_agent.core.resources import load_prompt
+from emage_agent.core.tools import export_tools, load_contracts
 from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.openai_compat.evaluator import answer_text, image_part, text_part
 from emage_agent.vlm.parsing import extract_json

@@ -1,0 +1,245 @@
+"""The UI's sessions: runs in the background on one shared GPU queue, watched and steered from the browser.
+
+No Gradio here. A :class:`Studio` holds one base ``Agent`` (settings, VLM clients, the executor) and
+one :class:`~emage_agent.engine.GpuQueue` in front of its executor. Every run (a new prompt, feedback,
+resume) gets its own light ``Agent`` whose executor is a lane of that queue, so several tabs or users
+run side by side while GPU work stays one job at a time and each run knows its place in the queue.
+A :class:`Run` is what the page polls: a version number that changes with every event, the queue
+position, the current diffusion step, and a halt flag that ends the run after the current step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from emage_agent.adapters.ui.guards import check_session_id, check_text
+from emage_agent.api import Agent, Session
+from emage_agent.core.errors import EmageError, UserError
+from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.engine import GpuQueue
+from emage_agent.session import SessionStore, StepRecord
+
+UI_DIR = ".ui"  # inside the sessions folder: Gradio's cache and the zips offered for download
+
+
+@dataclass
+class Run:
+    """One background run of one session, as the page sees it."""
+
+    session_id: str
+    halt: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    version: int = 0
+    position: int | None = None  # jobs ahead in the GPU queue; 0 = on the GPU now; None = not waiting
+    diffusion: tuple[int, int] | None = None
+    last: str = "starting"
+    error: str | None = None
+    events: list[AgentEvent] = field(default_factory=list)
+
+    def on_event(self, event: AgentEvent) -> None:
+        if event.kind == "diffusion":
+            self.diffusion = (int(event.data.get("step", 0)), int(event.data.get("total", 0)))
+        else:
+            self.events.append(event)
+            self.last = event.message
+            if event.kind in ("score", "step"):
+                self.diffusion = None
+        self.version += 1
+
+    def on_wait(self, ahead: int) -> None:
+        self.position = ahead
+        self.version += 1
+
+    def status(self) -> str:
+        """One line for the page: where the run is now."""
+        if self.done.is_set():
+            return f"failed: {self.error}" if self.error else f"finished: {self.last}"
+        parts = []
+        if self.position:
+            parts.append(f"waiting for the GPU: {self.position} job(s) ahead in the queue")
+        if self.diffusion:
+            parts.append(f"diffusion step {self.diffusion[0]}/{self.diffusion[1]}")
+        if self.halt.is_set():
+            parts.append("stopping after this step")
+        return " · ".join(parts + [self.last])
+
+
+class Studio:
+    """Sessions under one folder, run on one GPU queue. Every name from the browser is checked here."""
+
+    def __init__(self, agent: Agent, root: Path | str, gpu: GpuQueue | None = None) -> None:
+        self.agent = agent
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        agent.root = self.root
+        self._gpu = gpu
+        self.runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def gpu(self) -> GpuQueue:
+        """Built on first use, so the page comes up before the models load."""
+        with self._lock:  # two first runs at once must not make two queues
+            if self._gpu is None:
+                self._gpu = GpuQueue(self.agent.executor)
+            return self._gpu
+
+    # ---- runs -------------------------------------------------------------------------
+    def _agent_for(self, run: Run) -> Agent:
+        base = self.agent
+        return Agent(
+            base.settings,
+            root=self.root,
+            executor=self.gpu.lane(run.on_wait),
+            evaluator=base.evaluator,
+            rewriter=base.rewriter,
+            planner_factory=base._new_planner,
+            selector_config=base.selector_config,
+            calls=base.calls,
+            on_event=run.on_event,
+        )
+
+    def _launch(self, run: Run, session: Session, work: Callable[[Session], Any]) -> Run:
+        with self._lock:
+            current = self.runs.get(run.session_id)
+            if current is not None and not current.done.is_set():
+                session.store.close()
+                raise UserError("this session is running already; wait for it or press Stop", field="session")
+            self.runs[run.session_id] = run
+        session.loop.halt = run.halt.is_set
+
+        def body() -> None:
+            try:
+                work(session)
+            except EmageError as exc:
+                run.error = str(exc)
+            except Exception as exc:  # shown on the page; the session stays resumable
+                run.error = f"{exc.__class__.__name__}: {exc}"
+            finally:
+                run.position = None
+                try:
+                    session.write_report()
+                finally:
+                    session.store.close()
+                    run.done.set()
+                    run.version += 1
+
+        threading.Thread(target=body, name=f"emage-ui-{run.session_id}", daemon=True).start()
+        return run
+
+    def start(self, prompt: str, options: dict[str, Any], start_image: Image.Image | None = None) -> Run:
+        """A new session for ``prompt``, made (or, from an uploaded image, judged) and refined in the background."""
+        text = check_text(prompt, "prompt")
+        if start_image is not None:
+            options = {**options, "width": start_image.width, "height": start_image.height}
+        opts = parse_options(**options)
+        store = SessionStore.create(self.root, original_prompt=text, options=opts.model_dump(mode="json"))
+        if start_image is not None:
+            record = StepRecord(
+                tool="generate",
+                args={"prompt": text, "width": start_image.width, "height": start_image.height},
+                decision={"strategy": "upload"},
+                note="the image uploaded to start from",
+            )
+            store.commit_step(record, images={"image": start_image})
+        run = Run(store.id)
+        return self._launch(run, Session(self._agent_for(run), store), lambda s: s.run())
+
+    def feedback(self, session_id: str, text: str) -> Run:
+        """The person's words as a request: the session continues until a repair has answered them."""
+        words = check_text(text, "feedback")
+        run = Run(session_id)
+        session = self._agent_for(run).open(check_session_id(session_id, self.root))
+        return self._launch(run, session, lambda s: s.refine(words))
+
+    def resume(self, session_id: str, iterations: int | None = None) -> Run:
+        run = Run(session_id)
+        session = self._agent_for(run).open(check_session_id(session_id, self.root))
+        return self._launch(run, session, lambda s: s.run(iterations))
+
+    def stop(self, session_id: str) -> bool:
+        run = self.runs.get(session_id)
+        if run is None or run.done.is_set():
+            return False
+        run.halt.set()
+        run.version += 1
+        return True
+
+    def running(self, session_id: str | None) -> Run | None:
+        run = self.runs.get(session_id or "")
+        return run if run is not None and not run.done.is_set() else None
+
+    def wait(self, run: Run, seen: int, timeout: float = 0.25) -> int:
+        """Block until ``run`` changed since version ``seen`` (or ``timeout``); the new version."""
+        deadline = time.monotonic() + timeout
+        while run.version == seen and not run.done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.03)
+        return run.version
+
+    # ---- moving and reading -----------------------------------------------------------
+    def open_store(self, session_id: str) -> SessionStore:
+        """A session's store, for reading; the caller closes it."""
+        return SessionStore.open(check_session_id(session_id, self.root))
+
+    def _idle_session(self, session_id: str) -> Session:
+        if self.running(session_id):
+            raise UserError("the session is running; press Stop first", field="session")
+        return Session(self.agent, self.open_store(session_id))
+
+    def revert(self, session_id: str, step: int) -> None:
+        session = self._idle_session(session_id)
+        try:
+            session.revert(step)
+        finally:
+            session.store.close()
+
+    def undo(self, session_id: str) -> None:
+        session = self._idle_session(session_id)
+        try:
+            session.undo()
+        finally:
+            session.store.close()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session in the folder, newest first: id, prompt, best score and image, status, date."""
+        rows = []
+        for folder in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            if folder.name.startswith(".") or not (folder / "session.db").is_file():
+                continue
+            try:
+                with SessionStore.open(folder) as store:
+                    info, best = store.info, store.best()
+                    art = store.current_image(best.step) if best and best.step else None
+                    rows.append(
+                        {
+                            "id": info.id,
+                            "prompt": info.original_prompt,
+                            "score": best.score if best else None,
+                            "image": str(store.dir / art.path) if art else None,
+                            "status": "running" if self.running(info.id) else info.status,
+                            "stopped_because": info.stopped_because,
+                            "date": info.updated_at,
+                        }
+                    )
+            except EmageError:
+                continue  # a folder that is not a readable session is not offered
+        return rows
+
+    def zip_session(self, session_id: str) -> Path:
+        """The whole session folder as one zip, written under the UI's own folder inside the sessions folder."""
+        folder = check_session_id(session_id, self.root)
+        out = self.root / UI_DIR / "downloads" / f"{folder.name}.zip"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    zf.write(path, Path(folder.name) / path.relative_to(folder))
+        return out

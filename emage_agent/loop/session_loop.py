@@ -1,0 +1,527 @@
+"""The loop: evaluate -> stop? -> recommend -> plan -> veto -> execute -> record.
+
+A plain ``while``. The loop sees its collaborators only through the small protocols
+in ``ports``, so the Gemini planner, the selector-only mode and tests plug in the same way.
+Every step is committed to the session store before the next begins; the best image is
+never lost, and a regression is rolled back so the next edit starts from the best image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from PIL import Image
+
+from emage_agent import strategy
+from emage_agent.core.detection import Detection
+from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.options import AgentEvent, RunOptions
+from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
+from emage_agent.core.ports import RunsTools, png_bytes
+from emage_agent.core.redact import scrub
+from emage_agent.core.tools import TOOL_NAMES, get_contract
+from emage_agent.loop.candidates import more_candidates
+from emage_agent.loop.checking import DetectorCheck
+from emage_agent.loop.feedback import as_request, with_request
+from emage_agent.session import IMAGE_TOOLS, SessionStore, SessionView, StepRecord
+from emage_agent.vlm import Evaluates, Plans, Rewrites
+
+MAX_CALLS_PER_TURN = 3
+log = logging.getLogger(__name__)
+EDIT_TOOLS = ("canny_edit", "depth_edit", "inpaint", "edit")  # tools that change the current image
+
+
+class SessionLoop:
+    """Runs one stored session. Holds no state the store does not also hold, so it can resume."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        tools: RunsTools,
+        evaluator: Evaluates,
+        rewriter: Rewrites,
+        planner: Plans | None,
+        config: strategy.SelectorConfig,
+        usage: Callable[[], list[dict[str, Any]]] = list,
+        emit: Callable[[AgentEvent], None] | None = None,
+        detector: Callable[[Image.Image, list[str]], list[Detection]] | None = None,
+        detector_confidence: float = 0.3,
+    ) -> None:
+        self.store = store
+        self.view = SessionView(store)
+        self.tools = tools
+        self.evaluator = evaluator
+        self.rewriter = rewriter
+        self.planner = planner
+        self.config = config
+        self._usage = usage
+        self._emit_fn = emit
+        self.options = RunOptions(**store.info.options)
+        self.halt: Callable[[], bool] = lambda: False  # asked between steps; True ends the run, resumable
+        self.detector_check = (
+            None
+            if detector is None
+            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self._record_usage)
+        )
+
+    # ---- small helpers -------------------------------------------------------------
+    def _emit(self, kind: str, message: str, **data: Any) -> None:
+        if self._emit_fn is not None:
+            self._emit_fn(AgentEvent(kind=kind, message=scrub(message), data=scrub(data)))  # type: ignore[arg-type]
+
+    def budget(self) -> strategy.BudgetState:
+        info = self.store.info
+        return strategy.BudgetState(
+            iteration=self.view.iterations_done(),
+            max_iterations=self.options.iterations,
+            vlm_calls=info.vlm_calls,
+            max_vlm_calls=self.options.max_vlm_calls,
+            gpu_seconds=info.gpu_seconds,
+            max_gpu_seconds=self.options.max_gpu_seconds,
+        )
+
+    def _record_usage(self, step: int | None) -> None:
+        records = self._usage()
+        if records:
+            self.store.record_calls(step, records)
+            self.store.add_usage(vlm_calls=len(records))
+
+    # ---- evaluation ----------------------------------------------------------------
+    def evaluate_head(self) -> Evaluation:
+        """Evaluate the current image when it (or new feedback) has not been judged; roll back a regression."""
+        rec = self.view.image_step()
+        if rec is None:
+            raise UserError("the session has no image to evaluate", field="session")
+        pending = self.view.pending_feedback(rec)
+        current = self.view.current_evaluation()
+        if current is not None and not pending:
+            return current
+        image = self.store.load_image(self.store.image_of(rec.step).id)
+        info = self.store.info
+        prompt = rec.prompt or info.current_prompt
+        original = info.original_prompt if prompt != info.original_prompt else None
+        feedback = [f.feedback for f in pending if f.feedback]
+        try:
+            evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
+        finally:
+            self._record_usage(rec.step)
+        if self.detector_check is not None:
+            evaluation = self.detector_check(image, evaluation)
+        target = pending[-1].step if pending else rec.step
+        self.store.attach_evaluation(target, evaluation)
+        score = evaluation.satisfaction_score
+        self._emit(
+            "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
+        )
+        before = self.view.score_on_line(rec.parent)
+        requested = bool((rec.decision or {}).get("request"))  # the person asked for it; they may undo it
+        if not pending and not requested and rec.tool in IMAGE_TOOLS and before is not None and score < before:
+            self.store.mark_rolled_back(rec.step)
+            self.store.revert(rec.parent)
+            self._emit(
+                "rollback",
+                f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); continuing from the best image",
+                step=rec.step,
+            )
+            return self.view.current_evaluation() or evaluation
+        return evaluation
+
+    # ---- one iteration -------------------------------------------------------------
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The session's writer lock and its status: "running" inside, never left so when anything escapes.
+
+        Why one guard for the start and the loop: a first evaluation that fails for good used to leave a
+        session "running" forever. A failure to write the final status (disk full) never hides the error
+        that is already on its way out.
+        """
+        with self.store.writing():
+            self.store.set_status("running")
+            try:
+                yield
+            except Exception as exc:
+                self._final_status("failed", f"failure: {exc}")
+                raise
+            except BaseException:
+                self._final_status("interrupted", "interrupted")
+                raise
+
+    def _final_status(self, status: Any, reason: str) -> None:
+        try:
+            self.store.set_status(status, stopped_because=reason)
+        except Exception as exc:  # noqa: BLE001 - the error in flight matters more than this record
+            log.warning("could not record the session's %s status: %r", status, exc)
+
+    def start(self) -> None:
+        """First image of a new session: generate with the user's prompt and evaluate it."""
+        with self.running():
+            self._first_image()
+
+    def _first_image(self) -> None:
+        args = self.options.generate_args(self.store.info.original_prompt)
+        call = ToolCall(name="generate", args=args)
+        report = self.execute(call, decision={"strategy": "initial"}, vetoes=[])
+        if not report.ok:
+            raise UserError(report.summary.removeprefix("error: "), field="generate")
+        self.evaluate_head()
+        more_candidates(self, call, {"strategy": "initial"}, base=None)
+
+    def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        images = {"image": image} | ({"mask": region} if region is not None else {})
+        record = StepRecord(
+            tool="upload", args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
+        )
+        step = self.store.commit_step(record.model_copy(update={"note": note or "the user's picture"}), images=images)
+        if region is not None:
+            self.options = self.options.model_copy(update={"region": f"s{step}-mask"})
+            self.store.update_options({"region": self.options.region})
+        if note:
+            self._emit("warning", note, step=step)
+        self.evaluate_head()
+
+    def run(self, iterations: int | None = None) -> dict[str, Any]:
+        """Loop until a stop condition; returns the session summary."""
+        with self.running():
+            self.options = RunOptions(**self.store.info.options)  # another writer may have changed them since
+            if iterations is not None:
+                self.options = self.options.model_copy(update={"iterations": self.view.iterations_done() + iterations})
+                self.store.update_options({"iterations": self.options.iterations})
+            if self.view.image_step() is None:
+                self._first_image()
+            while True:
+                evaluation = self.evaluate_head()
+                stop = strategy.should_stop(
+                    evaluation.satisfaction_score, self.view.history(), self._config(), self.budget()
+                )
+                self._note_threshold(stop)
+                if self.halt():
+                    self.store.set_status("interrupted", stopped_because="stopped")
+                    self._emit("stopped", "stopped on request after the last finished step", reason="stopped")
+                    break
+                requests = self.open_requests()
+                # A request overrides a satisfied judge or a plateau, never a budget.
+                if requests and stop.reason in ("threshold", "adaptive_threshold", "plateau"):
+                    stop = strategy.should_stop(0.0, self.view.history(), self._config(), self.budget())
+                    stop = (
+                        stop if stop.reason not in ("plateau", "continue") else stop.model_copy(update={"stop": False})
+                    )
+                if stop.stop:
+                    self.store.set_status("done", stopped_because=stop.reason)
+                    self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
+                    break
+                if not self.iterate(evaluation, requests):
+                    self.store.set_status("done", stopped_because="threshold")
+                    break
+        return self.store.summary()
+
+    def _note_threshold(self, stop: strategy.StopDecision) -> None:
+        """An adaptive session records the bar in force after each judged step, so every adjustment shows."""
+        if not self.options.adaptive_threshold or stop.threshold is None:
+            return
+        line = [s for s in self.store.lineage() if s.decision and "threshold" in s.decision]
+        before = line[-1].decision["threshold"] if line else self.options.threshold  # type: ignore[index]
+        rec = self.view.image_step()
+        if rec is None or abs(stop.threshold - before) < 1e-9:
+            return
+        self.store.note_decision(rec.step, {"threshold": stop.threshold, "threshold_before": before})
+        self._emit(
+            "decision",
+            f"scores plateaued: threshold {before:.2f} -> {stop.threshold:.2f}",
+            threshold=stop.threshold,
+            step=rec.step,
+        )
+
+    def _config(self) -> strategy.SelectorConfig:
+        adaptive = {
+            k: v
+            for k, v in (("adaptive_floor", self.options.adaptive_floor), ("adaptive_step", self.options.adaptive_step))
+            if v is not None
+        }
+        return self.config.model_copy(
+            update={
+                "threshold": self.options.threshold,
+                "max_iterations": self.options.iterations,
+                "max_vlm_calls": self.options.max_vlm_calls,
+                "max_gpu_seconds": self.options.max_gpu_seconds,
+                "adaptive_threshold": self.options.adaptive_threshold,
+                **adaptive,
+            }
+        )
+
+    def open_requests(self) -> list[str]:
+        """The person's words about the current image that no repair has answered yet.
+
+        Feedback is a request, not a hint: while one is open the loop does not stop at the threshold
+        (or a plateau), so a satisfied judge cannot end the turn without a new image.
+        """
+        return self.view.recent_feedback()
+
+    def iterate(self, evaluation: Evaluation, requests: list[str] | None = None) -> bool:
+        """One decide-execute-evaluate round; False when the selector says there is nothing to do.
+
+        ``requests`` (open feedback) make the round a repair even when the judge is satisfied.
+        """
+        config = self._config()
+        history = self.view.history()
+        prompt = self.store.info.current_prompt
+        requests = requests or []
+        weighed = as_request(evaluation, requests, self.options.threshold) if requests else evaluation
+        rec = strategy.recommend(weighed, history, config, self.view.iterations_done(), prompt)
+        if rec.strategy == "stop" or not rec.ranked:
+            return False
+        if requests:
+            self._emit("decision", f"repairing at your request: {'; '.join(requests)}", requests=requests)
+        self._emit(
+            "decision",
+            f"{rec.strategy}: {rec.reason}",
+            strategy=rec.strategy,
+            ranked=[c.model_dump() for c in rec.ranked],
+        )
+        calls, vetoes = self.decide(rec, weighed, history)
+        if requests:
+            calls = [(with_request(call, requests, prompt), clamps) for call, clamps in calls]
+        decision = {
+            "strategy": rec.strategy,
+            "reason": rec.reason,
+            "prompt_side": rec.prompt_side,
+            "image_side": rec.image_side,
+            "ranked": [c.model_dump() for c in rec.ranked],
+        }
+        if requests:
+            decision["request"] = list(requests)
+        reports: list[ToolReport] = []
+        produced_image = False
+        for call, clamps in calls:
+            base = self.store.info.head_step
+            report = self.execute(call, decision=decision, vetoes=vetoes, clamps=clamps)
+            vetoes = []
+            reports.append(report)
+            if not report.ok:
+                break
+            if call.name in IMAGE_TOOLS:
+                produced_image = True
+                self.evaluate_head()
+                more_candidates(self, call, decision, base=base)
+        if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
+            follow = self._follow_up(rec)
+            reports.append(self.execute(follow, decision=decision, vetoes=[]))
+            self.evaluate_head()
+        if self.planner is not None and reports:
+            self.planner.report(reports)
+        return True
+
+    def _follow_up(self, rec: Recommendation) -> ToolCall:
+        """After a rewrite, the image must follow the new prompt: regenerate or edit with it."""
+        prompt = self.store.info.current_prompt
+        if rec.strategy == "hybrid":
+            for choice in rec.ranked:
+                if choice.tool in ("canny_edit", "depth_edit"):
+                    return ToolCall(name=choice.tool, args={**choice.args, "prompt": prompt})
+        args = self.options.generate_args(prompt)
+        args.pop("seed", None)
+        return ToolCall(name="generate", args=args)
+
+    # ---- deciding ------------------------------------------------------------------
+    def decide(
+        self, rec: Recommendation, evaluation: Evaluation, history: list[HistoryEntry]
+    ) -> tuple[list[tuple[ToolCall, list[str]]], list[dict[str, str]]]:
+        """Planner proposals that pass the selector; after a second veto, the selector's own choice."""
+        vetoes: list[dict[str, str]] = []
+        budget = self.budget()
+        prompt = self.store.info.current_prompt
+        if self.planner is not None and rec.ranked:
+            feedback: str | None = None
+            for _attempt in range(2):
+                result = self._plan(rec, evaluation, history, feedback)
+                if result is None:
+                    break
+                accepted: list[tuple[ToolCall, list[str]]] = []
+                problems = [f"{e.kind}: {e.message}" for e in result.errors]
+                for call in result.calls[:MAX_CALLS_PER_TURN]:
+                    verdict = strategy.review(
+                        self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt
+                    )
+                    if verdict.accepted:
+                        accepted.append((self._targeted(verdict.call, verdict.target), verdict.clamps))
+                    else:
+                        vetoes.append({"tool": call.name, "reason": verdict.reason or "vetoed"})
+                        problems.append(f"{call.name} vetoed: {verdict.reason}")
+                        self._emit(
+                            "veto", f"vetoed {call.name}: {verdict.reason}", tool=call.name, reason=verdict.reason
+                        )
+                if accepted:
+                    return accepted, vetoes
+                for err in result.errors:
+                    vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
+                feedback = "; ".join(problems) or "no tool call was proposed"
+        fallback = strategy.fallback_call(rec, prompt, defaults=self.session_args)
+        verdict = strategy.review(
+            self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
+        )
+        call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback
+        self._emit("decision", f"selector runs {call.name}", tool=call.name)
+        return [(call, verdict.clamps if verdict.accepted else [])], vetoes
+
+    @staticmethod
+    def _targeted(call: ToolCall, target: str | None) -> ToolCall:
+        """Remember what a call aimed at, so a repeat of a failed action can be recognised."""
+        return call.model_copy(update={"target": target}) if target else call
+
+    def _with_schedule(self, call: ToolCall, rec: Recommendation) -> ToolCall:
+        """Diminishing guidance and strength: fill them from the schedule when the call leaves them out."""
+        args = dict(call.args)
+        if call.name in ("canny_edit", "depth_edit") and rec.strength is not None:
+            args.setdefault("strength", rec.strength)
+        if call.name in EDIT_TOOLS and "image" in args and args["image"] != "current":
+            args["image"] = "current"  # edits always start from the best image
+        for key, value in self.session_args(call.name).items():
+            args.setdefault(key, value)
+        return call.model_copy(update={"args": args})
+
+    def session_args(self, tool: str) -> dict[str, Any]:
+        """What the session's own options say for ``tool`` (size, steps, guidance), before any contract default.
+
+        Why: a call that leaves them out must run like the session (a small CPU session stays small), not
+        with the contract's defaults for the full model. Guidance carries over only to ``generate``: the
+        edit models have their own scales.
+        """
+        opts = self.options
+        props = get_contract(tool).parameters.get("properties", {})
+        wanted = {"steps": opts.steps}
+        if tool == "generate":
+            wanted |= {"width": opts.width, "height": opts.height, "guidance": opts.guidance}
+        return {k: v for k, v in wanted.items() if v is not None and k in props}
+
+    def _plan(
+        self, rec: Recommendation, evaluation: Evaluation, history: list[HistoryEntry], feedback: str | None
+    ) -> PlanResult | None:
+        assert self.planner is not None
+        info = self.store.info
+        ctx = PlanningContext(
+            prompt=info.current_prompt,
+            original_prompt=info.original_prompt,
+            evaluation=evaluation,
+            recommendation=rec,
+            history=history[-8:],
+            image_png=png_bytes(self.view.current_image()),
+            allowed_tools=[t for t in TOOL_NAMES if t != "edit" or self.config.edit_tool],
+            user_feedback=self.view.recent_feedback(),
+            max_calls=MAX_CALLS_PER_TURN,
+        )
+        try:
+            return self.planner.plan(ctx, feedback)
+        except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead
+            self._emit("warning", f"planner failed ({exc}); the selector decides this step")
+            return None
+        finally:
+            self._record_usage(self.store.info.head_step)
+
+    # ---- executing -----------------------------------------------------------------
+    def execute(
+        self, call: ToolCall, *, decision: dict[str, Any], vetoes: list[dict[str, str]], clamps: list[str] | None = None
+    ) -> ToolReport:
+        """Run one accepted call and commit it as a step; model mistakes go back as failed reports."""
+        info = self.store.info
+        self._emit("step", f"running {call.name}", tool=call.name, args=call.args)
+        started = time.perf_counter()
+        if call.target:
+            decision = {**decision, "target": call.target}
+        record = StepRecord(
+            tool=call.name,
+            args=call.args,
+            prompt=info.current_prompt,
+            decision=decision,
+            vetoes=vetoes,
+            clamps=clamps or [],
+        )
+        try:
+            if call.name == "rewrite_prompt":
+                return self._rewrite(call, record)
+            images = self._inputs(call)
+            out = self.tools.run(call.name, call.args, images, on_step=self._on_step)
+        except (ModelMistake, UserError) as exc:
+            record = record.model_copy(update={"error": str(exc)})
+            step = self.store.commit_step(record, make_head=False)
+            self._emit("warning", f"{call.name} failed: {exc}", step=step)
+            if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
+                self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
+            return ToolReport(call=call, ok=False, summary=f"error: {exc}")
+        except ExecutionFailure as exc:
+            self.store.commit_step(record.model_copy(update={"error": str(exc)}), make_head=False)
+            raise
+        args = dict(call.args)
+        if out.seed is not None:
+            args["seed"] = out.seed
+        if call.name == "generate":
+            self.store.set_prompt(args["prompt"])
+        new_images = {role: img for role in ("image", "mask", "control") if (img := getattr(out, role)) is not None}
+        record = record.model_copy(
+            update={
+                "args": args,
+                "prompt": args.get("prompt", info.current_prompt),
+                "note": out.note,
+                "timings": {"tool_s": round(out.seconds, 3), "wall_s": round(time.perf_counter() - started, 3)},
+            }
+        )
+        step = self.store.commit_step(record, images=new_images)
+        self.store.add_usage(gpu_seconds=out.seconds)
+        role = "image" if "image" in new_images else "mask"
+        artifact = f"s{step}-{role}"
+        summary = out.note or f"{call.name} done in {out.seconds:.1f}s"
+        if out.coverage is not None:
+            summary += f"; mask covers {out.coverage:.0%} of the image"
+        return ToolReport(
+            call=call,
+            ok=True,
+            summary=summary,
+            artifact_id=artifact,
+            image_png=png_bytes(new_images[role]) if role in new_images else None,
+        )
+
+    def _rewrite(self, call: ToolCall, record: StepRecord) -> ToolReport:
+        info = self.store.info
+        evaluation = self.view.current_evaluation()
+        issues = evaluation.issues if evaluation else []
+        result = self.rewriter.rewrite(info.current_prompt, info.original_prompt, issues, call.args.get("focus"))
+        self._record_usage(info.head_step)
+        self.store.set_prompt(result.prompt)
+        record = record.model_copy(update={"prompt": result.prompt, "note": f"{result.source}: {result.rationale}"})
+        self.store.commit_step(record)
+        self._emit("decision", f"prompt rewritten ({result.source}): {result.prompt}", prompt=result.prompt)
+        return ToolReport(call=call, ok=True, summary=f"new prompt: {result.prompt} ({result.rationale})")
+
+    def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
+        images: dict[str, Image.Image] = {}
+        if call.name in (*EDIT_TOOLS, "make_mask"):
+            ref = call.args.get("image", "current")
+            images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
+        if self.options.region and call.name in IMAGE_TOOLS:  # the user's region: the rest is pasted back
+            images["region"] = self.store.load_image(self.options.region)
+            images.setdefault("image", self.view.current_image())
+        if call.name == "inpaint":
+            ref = call.args.get("mask", "latest")
+            if ref == "latest":
+                latest = self.store.latest("mask")
+                if latest is None:
+                    raise ModelMistake("inpaint needs a mask: call make_mask first")
+                ref = latest.id
+            images["mask"] = self.store.load_image(ref)
+        return images
+
+    def _on_step(self, step: int, total: int) -> None:
+        self._emit("diffusion", f"diffusion step {step}/{total}", step=step, total=total)
+
+    # ---- conversation --------------------------------------------------------------
+    def add_feedback(self, text: str) -> int:
+        """User feedback: a step of its own, judged with the current image at the highest weight."""
+        text = text.strip()
+        if not text:
+            raise UserError("feedback is empty", field="feedback")
+        return self.store.commit_step(StepRecord(tool="feedback", prompt=self.store.info.current_prompt, feedback=text))

@@ -1,9 +1,0 @@
-"""``emage-agent ui``: a web page to run, watch and steer sessions (Gradio, the ``ui`` extra).
-
-Only ``guards`` and ``runs`` import nothing from Gradio; ``app`` is loaded when the page is served.
-"""
-
-from emage_agent.ui.guards import resolve_auth
-from emage_agent.ui.runs import Run, Studio
-
-__all__ = ["Run", "Studio", "resolve_auth"]
