@@ -12,7 +12,7 @@ import pytest
 from emage_agent.core.errors import GeminiUnavailable, UserError
 from emage_agent.core.planning import PlanningContext, Recommendation, ToolReport
 from emage_agent.vlm.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
-from tests import fake_gemini as fg
+from tests.support import fake_gemini as fg
 from tests.support.fake_gemini import FAKE_KEY
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from emage_agent.core.errors import UnreadableAnswer
 from emage_agent.vlm.gemini import Evaluator, GeminiClient
-from tests import fake_gemini as fg
+from tests.support import fake_gemini as fg
 
 
 @pytest.fixture

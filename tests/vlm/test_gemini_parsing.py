@@ -15,7 +15,7 @@ from emage_agent.vlm.parsing import (
     read_evaluation,
     unit_interval,
 )
-from tests import fake_gemini as fg
+from tests.support import fake_gemini as fg
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from emage_agent.core.errors import GeminiUnavailable
 from emage_agent.core.evaluation import Evaluation, Issue
 from emage_agent.core.planning import HistoryEntry, PlanningContext, Recommendation, ToolChoice, ToolReport
 from emage_agent.vlm.gemini import GeminiClient, Planner
-from tests import fake_gemini as fg
+from tests.support import fake_gemini as fg
 from tests.support.fixtures_gemini import make_png
 
 RED, GREEN, BLUE = make_png((200, 0, 0)), make_png((0, 200, 0)), make_png((0, 0, 200))

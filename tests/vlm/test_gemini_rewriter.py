@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from emage_agent.core.evaluation import Issue
 from emage_agent.vlm.gemini import GeminiClient, Rewriter, offline_rewrite
-from tests import fake_gemini as fg
+from tests.support import fake_gemini as fg
 
 ORIGINAL = "a fox on a red car at sunset"
 ISSUES = [

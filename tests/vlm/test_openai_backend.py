@@ -13,7 +13,7 @@ from emage_agent.core.planning import PlanningContext, Recommendation, ToolCall,
 from emage_agent.core.settings import Settings
 from emage_agent.vlm import choose, open_vlm
 from emage_agent.vlm.openai_compat import Evaluator, OpenAIClient, OpenAIRequestError, Planner, Rewriter
-from tests import fake_openai as fo
+from tests.support import fake_openai as fo
 from tests.support.fake_openai import FAKE_OPENAI_KEY
 from tests.support.fixtures_gemini import make_png
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from emage_agent.api import Agent
-from tests import fake_openai as fo
+from tests.support import fake_openai as fo
 from tests.adapters.test_cli import SMALL, cli_env, emage
 from tests.loop.test_session_loop import PROMPTY, STYLE, Script
 from tests.session.test_store import SUMMARY_KEYS
