@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from emage_agent.adapters.serve.errors import ApiError
 from emage_agent.adapters.serve.options import MODELS, OPTION_NAMES, ImageRequest, OpenAIFields, Parsed, check_request
 from emage_agent.adapters.serve.runs import Run
-from emage_agent.adapters.serve.state import ServeState, finished
+from emage_agent.adapters.serve.state import ServeState, documented, finished, json_object
 from emage_agent.adapters.serve.uploads import region_mask, start_picture
 from emage_agent.adapters.serve.views import best_images, session_dir
 from emage_agent.api import Agent, Session
@@ -135,10 +135,14 @@ def router(state: ServeState) -> APIRouter:
             raise ApiError(404, f"the model {model[:100]!r} does not exist", param="model", code="model_not_found")
         return {"id": model, "object": "model", "created": CREATED, "owned_by": "emage", "description": MODELS[model]}
 
-    @api.post("/images/generations", summary="Create an image (EMage's options as extra fields)")
-    async def generations(request: Request, body: ImageRequest) -> JSONResponse:  # type: ignore[valid-type]
+    @api.post(
+        "/images/generations",
+        summary="Create an image (EMage's options as extra fields)",
+        openapi_extra=documented(ImageRequest),
+    )
+    async def generations(request: Request) -> JSONResponse:
+        parsed = check_request(await json_object(request))
         raw = await request.body()
-        parsed = check_request(body.model_dump(exclude_unset=True))
         work = _loop_work(parsed) if parsed.model == "emage" else _plain_work(parsed)
 
         async def make() -> JSONResponse:

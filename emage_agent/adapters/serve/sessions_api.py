@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from emage_agent.adapters.serve.errors import ApiError
 from emage_agent.adapters.serve.options import ImageRequest, check_request
 from emage_agent.adapters.serve.runs import Run
-from emage_agent.adapters.serve.state import POLL_S, ServeState
+from emage_agent.adapters.serve.state import POLL_S, ServeState, documented, json_object
 from emage_agent.adapters.serve.views import describe, image_path, session_dir
 from emage_agent.api import Agent, Session
 from emage_agent.core.errors import EmageError
@@ -80,9 +80,14 @@ def router(state: ServeState) -> APIRouter:
         body["status"] = "running" if run.started.is_set() else "queued"
         return JSONResponse(body, status_code=202)
 
-    @api.post("", status_code=202, summary="Start a session; answers with its id at once")
-    async def start(request: Request, body: ImageRequest) -> JSONResponse:  # type: ignore[valid-type]
-        parsed = check_request(body.model_dump(exclude_unset=True))
+    @api.post(
+        "",
+        status_code=202,
+        summary="Start a session; answers with its id at once",
+        openapi_extra=documented(ImageRequest),
+    )
+    async def start(request: Request) -> JSONResponse:
+        parsed = check_request(await json_object(request))
         if parsed.model != "emage":
             raise ApiError(400, "sessions run the refinement loop; use the model emage", param="model")
 

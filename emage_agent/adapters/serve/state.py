@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel
 
 from emage_agent.adapters.serve.errors import ApiError
 from emage_agent.adapters.serve.guard import MAX_BODY, sign
@@ -51,6 +54,23 @@ class ServeState:
         url = f"{str(request.base_url).rstrip('/')}/v1/sessions/{session_id}/images/{step}"
         sig = sign(self.token, session_id, step)
         return f"{url}?sig={sig}" if sig else url
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (the size is already bounded by ``BodyLimit``), or a 400."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the body is not JSON ({exc})", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+def documented(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` that shows ``model`` as a route's JSON body in /docs (the route checks it itself)."""
+    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}
+    return {"requestBody": schema}
 
 
 async def finished(run: Run) -> None:
