@@ -1,7 +1,7 @@
 """The service's doors: a bearer token (checked in constant time), and bounded request bodies.
 
 Both are ASGI middleware in front of the app, so a refused request never reaches a handler and
-never has its body read. The token is required on every path but ``/health``; an image URL this
+never has its body read. The token is required on every path but ``/health`` and the API docs; an image URL this
 server handed out carries a signature made with the token (``sign``), so an app that shows the
 picture by its URL (Open WebUI) fetches it without the token. The token itself is never logged.
 """
@@ -15,9 +15,10 @@ from typing import Any
 
 from emage_agent.adapters.serve.errors import error_body
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json")  # nothing secret in them
 _IMAGE_PATH = re.compile(r"^/v1/sessions/(?P<sid>[A-Za-z0-9_.-]{1,128})/images/(?P<step>\d{1,9})$")
 MAX_BODY = 32 * 1024 * 1024  # an edit's picture and mask as multipart, with room to spare
+DRAIN_MAX = 64 * 1024 * 1024  # a refused body up to this size is read before the 413; a bigger one is cut off
 
 
 def sign(token: str | None, session_id: str, step: int) -> str | None:
@@ -42,8 +43,15 @@ def _query_sig(scope: dict[str, Any]) -> str:
     return ""
 
 
+async def _drain(receive: Any) -> None:
+    while True:
+        event = await receive()
+        if event["type"] != "http.request" or not event.get("more_body", False):
+            return
+
+
 class BearerAuth:
-    """Every request but ``/health`` carries ``Authorization: Bearer <token>`` (or a signed image URL): 401."""
+    """Every request but ``OPEN_PATHS`` carries ``Authorization: Bearer <token>`` (or a signed image URL): 401."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
@@ -86,6 +94,8 @@ class BodyLimit:
         message = f"the request body is over {self.limit // (1024 * 1024)} MiB; send a smaller picture"
         for key, value in scope.get("headers", []):
             if key.lower() == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                if value.isdigit() and int(value) <= DRAIN_MAX:
+                    await _drain(receive)  # read (and drop) it, so the client hears the 413, not a reset
                 await _refuse(send, 413, message, "request_too_large", [(b"connection", b"close")])
                 return
         seen = 0

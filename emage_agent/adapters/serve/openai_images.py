@@ -12,6 +12,7 @@ import base64
 import time
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
@@ -100,7 +101,7 @@ def _answer(state: ServeState, request: Request, parsed: Parsed, run: Run) -> JS
 async def _run_request(state: ServeState, request: Request, parsed: Parsed, work: Any) -> JSONResponse:
     run = state.submit(work)
     await finished(run)
-    return _answer(state, request, parsed, run)
+    return await anyio.to_thread.run_sync(_answer, state, request, parsed, run)  # reads the PNGs
 
 
 def _text(value: Any, name: str) -> str:
@@ -161,8 +162,8 @@ def router(state: ServeState) -> APIRouter:
         parsed = check_request(fields)
         if parsed.model != "emage":
             raise UserError("edits run the refinement loop; use the model emage", field="model")
-        picture, _note = start_picture(image)
-        region = region_mask(mask) if mask is not None else None
+        picture, _note = await anyio.to_thread.run_sync(start_picture, image)
+        region = await anyio.to_thread.run_sync(region_mask, mask) if mask is not None else None
         options = {k: v for k, v in parsed.options.items() if k not in ("width", "height")}  # the picture's size
         parsed = parsed.model_copy(update={"options": options})
         work = _loop_work(parsed, picture, region)

@@ -119,12 +119,14 @@ class Service:
     def agent_for(self, run: Run) -> Agent:
         """A light agent for one run: the base agent's collaborators, its executor a lane of the queue."""
         base = self.agent
+        with self._lock:  # built once, before runs race to (two clients would split the call records)
+            evaluator, rewriter = base.evaluator, base.rewriter
         return Agent(
             base.settings,
             root=self.root,
             executor=self.gpu.lane(run.on_wait),
-            evaluator=base.evaluator,
-            rewriter=base.rewriter,
+            evaluator=evaluator,
+            rewriter=rewriter,
             planner_factory=base._new_planner,
             selector_config=base.selector_config,
             limiter=base.limiter,

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -91,13 +92,16 @@ def router(state: ServeState) -> APIRouter:
         if parsed.model != "emage":
             raise ApiError(400, "sessions run the refinement loop; use the model emage", param="model")
 
-        async def make() -> JSONResponse:
+        def begin() -> JSONResponse:
             state.admit()  # full or stopping: refused before a session folder is made
             session = service.agent.create(parsed.prompt, **parsed.options)
             sid = session.id
             session.close()
             run = state.submit(continuing(sid, lambda s: s.run()), session_id=sid)
             return accepted(request, sid, run)
+
+        async def make() -> JSONResponse:
+            return await anyio.to_thread.run_sync(begin)
 
         raw = await request.body()
         return await state.keys.answer(request.headers.get("idempotency-key"), "sessions", raw, make, 60.0)

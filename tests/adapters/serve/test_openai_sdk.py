@@ -181,3 +181,19 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
         assert int(busy.value.response.headers["retry-after"]) >= 1
         assert busy.value.body["code"] == "queue_full"
         assert len(sessions(tmp_path)) == 1  # the refused request made no session
+
+
+def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server: Any) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 16384  # no Content-Length: counted as it arrives
+        yield b'"}'
+
+    answer = httpx.post(
+        server[0] + "/v1/images/generations",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
