@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -112,10 +113,34 @@ class ActorWorker:
         )
 
 
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Refuse in one line an address nothing listens on, before Ray retries it for minutes.
+
+    Why: given a dead ``HOST:PORT``, ``ray.init`` logs a warning every few seconds for five minutes,
+    naming the node address it resolved rather than the one typed, and only then fails. ``auto`` is
+    probed when ``RAY_ADDRESS`` names the cluster; otherwise Ray finds (or misses) it at once itself.
+    """
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    if not target or target in ("local", "auto"):
+        return
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"{address!r} is not a Ray address; give auto, local or HOST:PORT", field="--ray")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"cannot reach a Ray cluster at {target!r}: {why.lower()}; is `ray start --head` running there?",
+            field="--ray",
+        ) from None
+
+
 def connect(address: str) -> None:
     """Join or start Ray: ``auto`` (a running cluster), ``local`` (start one here) or an address."""
     if ray.is_initialized():
         return
+    probe(address)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address == "local":
