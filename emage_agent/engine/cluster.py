@@ -55,6 +55,10 @@ class GpuActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (its GPU's machine)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def run(self, tool: str, args: dict[str, Any], pngs: dict[str, bytes]) -> dict[str, Any]:
         """Run one tool; images in and out as PNG bytes, EMage's own errors as plain data."""
         images = {role: _image(data) for role, data in pngs.items()}
@@ -153,14 +157,23 @@ def connect(address: str) -> None:
 
 
 def start_actors(settings: Settings, count: int | None = None) -> list[ActorWorker]:
-    """One actor per GPU of the cluster (``count`` overrides; CPU actors when there is no GPU)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    use_gpu = gpus > 0 and settings.device != "cpu"
-    count = count or (gpus if use_gpu else 1)
+    """One actor per GPU of the cluster, wherever its nodes are (``count`` overrides; CPU actors when there
+    is no GPU). With ``EMAGE_RAY_GPU_RESOURCE`` set, one actor per unit of that custom resource instead."""
+    name = settings.ray_gpu_resource
+    available = int(ray.cluster_resources().get(name, 0))
+    if name != "GPU" and available < 1:
+        raise UserError(
+            f"the Ray cluster has no {name!r} resource; start its nodes with --resources '{{\"{name}\": 1}}'",
+            field="EMAGE_RAY_GPU_RESOURCE",
+        )
+    use_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0 and settings.device != "cpu"
+    count = count or (available if use_gpu or name != "GPU" else 1)
     if count < 1:
         raise UserError("must be at least 1", field="--ray-actors")
+    resources: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+    if name != "GPU":
+        resources["resources"] = {name: 1}
     shipped = settings.model_dump(exclude=NOT_SHIPPED)
-    resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
     workers = []
     for i in range(count):
         actor = GpuActor.options(max_restarts=0, max_task_retries=0, **resources).remote(shipped)
