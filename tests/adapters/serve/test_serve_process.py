@@ -140,3 +140,14 @@ def test_cli_refuses_an_open_bind_without_a_token(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "--concurrency" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_help_lists_serve_without_loading_the_web_stack() -> None:
+    code = (
+        "import sys; from emage_agent.adapters import cli; "
+        "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules); "
+        "cli.main(['--help'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "serve" in out.stdout and "OpenAI-compatible" in out.stdout
