@@ -161,3 +161,32 @@ def test_a_foreign_host_is_refused(server: Any) -> None:
     assert answer.status_code == 421
     answer = httpx.get(server[0] + "/health", headers={"Origin": "http://evil.example"})
     assert answer.status_code == 403
+
+
+def test_a_client_that_goes_away_does_not_lose_its_session(http: httpx.Client, server: Any) -> None:
+    url, root, executor, _gpu = server
+    executor.delay = 0.1
+    before = {p.name for p in root.iterdir()}
+    try:
+        body = {"prompt": "an impatient crane", "iterations": 2, **FAST}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/images/generations", json=body, timeout=0.2)  # gone mid-request
+    finally:
+        executor.delay = 0.0
+    deadline = time.monotonic() + 30
+    while not (new := [p.name for p in root.iterdir() if p.name not in before and (p / "session.db").is_file()]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    done = wait_for(http, new[0], {"done"})
+    assert len(done["steps"]) == 3 and new[0] in [row["id"] for row in http.get("/v1/sessions").json()["data"]]
+
+
+def test_a_repeated_start_with_the_same_key_is_one_session(http: httpx.Client, server: Any) -> None:
+    body = {"prompt": "a single swan", "iterations": 1, **FAST}
+    key = {"Idempotency-Key": f"swan-{time.monotonic()}"}
+    first = http.post("/v1/sessions", json=body, headers=key)
+    again = http.post("/v1/sessions", json=body, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert sum(row["prompt"] == "a single swan" for row in http.get("/v1/sessions").json()["data"]) == 1
+    wait_for(http, first.json()["id"], {"done"})
