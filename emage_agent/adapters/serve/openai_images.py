@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from emage_agent.adapters.serve.errors import ApiError
-from emage_agent.adapters.serve.options import MODELS, OPTION_NAMES, ImageRequest, OpenAIFields, Parsed, check_request
+from emage_agent.adapters.serve.errors import ApiError, from_emage
+from emage_agent.adapters.serve.options import MODELS, ImageRequest, Parsed, check_request
 from emage_agent.adapters.serve.runs import Run
 from emage_agent.adapters.serve.state import ServeState, documented, finished, json_object
 from emage_agent.adapters.serve.uploads import region_mask, start_picture
@@ -28,7 +28,6 @@ from emage_agent.core.errors import UserError
 from emage_agent.session import SessionStore
 
 CREATED = int(time.time())
-FORM_FIELDS = {*OpenAIFields.model_fields, *OPTION_NAMES}
 MAX_FIELD_CHARS = 4000
 
 
@@ -73,7 +72,12 @@ def _plain_work(parsed: Parsed) -> Any:
 def _answer(state: ServeState, request: Request, parsed: Parsed, run: Run) -> JSONResponse:
     """The finished run as OpenAI's answer: ``created`` and ``data[]`` of images, best first."""
     if run.error is not None:
-        raise run.error
+        failed = from_emage(run.error)
+        if run.session_id and failed.status >= 500:
+            failed.message += (
+                f"; session {run.session_id} is saved: POST /v1/sessions/{run.session_id}/resume continues it"
+            )
+        raise failed
     if state.service.draining and run.halt.is_set():
         where = f"; session {run.session_id} is saved and resumable" if run.session_id else ""
         raise ApiError(503, "the server is stopping" + where, kind="server_error", headers={"Retry-After": "10"})

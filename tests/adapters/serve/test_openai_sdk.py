@@ -147,6 +147,7 @@ def test_every_error_kind_has_its_status_and_shape(client: OpenAI, server: Any) 
     with pytest.raises(openai.InternalServerError) as failed:
         client.images.generate(prompt="explode, please", size="64x64", extra_body=FAST)
     assert "fell over" in failed.value.body["message"] and TOKEN not in str(failed.value.body)
+    assert "/resume continues it" in failed.value.body["message"]  # the session is named, and resumable
 
 
 def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(server: Any) -> None:
