@@ -35,7 +35,7 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench", "serve"}
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
 OPTION_NAMES = {
@@ -356,9 +356,51 @@ def batch_command(
     raise typer.Exit(run_batch(settings, opts, err))
 
 
+@app.command("serve", help="Serve an OpenAI-compatible images API and a session API over HTTP (the serve extra).")
+def serve_command(
+    out: Annotated[Path, typer.Option(help="Folder of the sessions the service runs.")] = Path("emage-sessions"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --auth.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    auth: Annotated[
+        str | None, typer.Option(help="Token clients send as their API key (or EMAGE_SERVE_TOKEN).", show_default=False)
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Sessions run at once (they share the GPU queue).")] = 2,
+    queue: Annotated[int, typer.Option(help="Runs that may wait beyond those; more get 429.")] = 16,
+    ray: Annotated[
+        str | None, typer.Option(help="Run the GPU work on Ray: auto, local or an address (EMAGE_RAY_ADDRESS).")
+    ] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="GPU actors to start (default: one per GPU).")] = None,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="A host name clients use to reach the server (repeatable).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+) -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError("serve needs FastAPI and uvicorn; install them with: pip install 'emage-agent[serve]'")
+    from emage_agent.adapters.serve.main import ServeOptions, run_serve
+
+    settings = _settings(device)
+    address = (ray or settings.ray_address or "auto") if ray is not None or settings.ray_address else None
+    fields = dict(out=out, host=host, port=port, token=auth or os.environ.get("EMAGE_SERVE_TOKEN") or None,
+                  concurrency=concurrency, queue=queue, ray=address, ray_actors=ray_actors,
+                  allowed_hosts=allowed_host or [])  # fmt: skip
+    try:
+        opts = ServeOptions(**fields)
+    except ValueError as exc:
+        first = exc.errors()[0]  # type: ignore[attr-defined]
+        raise UserError(
+            first["msg"],
+            field="--" + {"token": "auth"}.get(str(first["loc"][0]), str(first["loc"][0])).replace("_", "-"),
+        ) from None
+    run_serve(settings, opts)
+
+
 def _bare_ray(args: list[str]) -> list[str]:
     """``batch --ray`` without an address means EMAGE_RAY_ADDRESS or auto: give the option its empty value."""
-    if not args or args[0] != "batch":
+    if not args or args[0] not in ("batch", "serve"):
         return args
     fixed = list(args)
     for i, arg in enumerate(fixed):

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     gemini_retry_initial_s: float = Field(default=1.0, ge=0)
     vlm_rpm: float | None = Field(default=None, gt=0)  # requests per minute for all sessions of a process
     ray_address: str | None = None  # ``--ray``'s default: auto, local or a cluster address
+    # The Ray resource one GPU actor takes: GPU, or a custom one (``ray start --resources '{"a100": 1}'``).
+    ray_gpu_resource: str = Field(default="GPU", min_length=1, max_length=64)
 
     # Which VLM judges (EMAGE_VLM) and which plans and rewrites (EMAGE_PLANNER_VLM; unset: the same).
     vlm: VLMChoice = "auto"
