@@ -135,7 +135,7 @@ class Agent:
         return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
+        planner = self._new_planner() if store.info.options.get("planner", "vlm") != "selector" else None
         return SessionLoop(
             store,
             tools=self.executor,

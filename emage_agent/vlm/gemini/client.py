@@ -25,7 +25,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
-from emage_agent.core.errors import EmageError, ExecutionFailure, GeminiUnavailable, UnreadableAnswer, UserError
+from emage_agent.core.errors import EmageError, ExecutionFailure, VLMUnavailable, UnreadableAnswer, UserError
 from emage_agent.core.settings import Settings
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
 
@@ -188,7 +188,7 @@ class GeminiClient:
             raise self._translate(exc, state) from None
         except TRANSPORT_ERRORS as exc:
             what = "did not answer in time" if "timeout" in type(exc).__name__.lower() else "could not be reached"
-            raise GeminiUnavailable(
+            raise VLMUnavailable(
                 f"Gemini {what} ({type(exc).__name__}: {self.scrub(str(exc))[:200]}) after "
                 f"{state.record.attempts} attempt(s); timeout per attempt {s.gemini_timeout_s}s"
             ) from None
@@ -259,7 +259,7 @@ class GeminiClient:
             return UserError(f"Gemini does not know the model {model!r} ({text})", field=field)
         if exc.code in RETRYABLE_CODES:
             tried = f"{self.model} then {self.fallback_model}" if state.on_fallback else model
-            return GeminiUnavailable(
+            return VLMUnavailable(
                 f"Gemini kept failing for the {state.record.purpose} call: {state.record.attempts} attempt(s) "
                 f"on {tried} within {self.settings.gemini_max_retry_s}s; last error {text}"
             )

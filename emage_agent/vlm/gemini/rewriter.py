@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from emage_agent.core.errors import GeminiUnavailable, UnreadableAnswer
+from emage_agent.core.errors import VLMUnavailable, UnreadableAnswer
 from emage_agent.core.evaluation import Issue
 from emage_agent.vlm.answers import RewriteAnswer, rewrite_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
@@ -25,9 +25,9 @@ class Rewriter:
     def rewrite(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None = None) -> Rewrite:
         try:
             return self._ask(prompt, original_prompt, issues, focus)
-        except (GeminiUnavailable, UnreadableAnswer) as exc:
+        except (VLMUnavailable, UnreadableAnswer) as exc:
             log.warning("gemini rewrite failed (%s); using the offline rewrite", exc)
-            why = "Gemini unavailable" if isinstance(exc, GeminiUnavailable) else "Gemini's answer unreadable"
+            why = "Gemini unavailable" if isinstance(exc, VLMUnavailable) else "Gemini's answer unreadable"
             return fallback_rewrite(prompt, original_prompt, issues, focus, why)
 
     def _ask(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None) -> Rewrite:
