@@ -64,11 +64,3 @@ def parse_options(**values: Any) -> RunOptions:
         raise UserError(first["msg"], field=field) from None
     options.generate_args("size check")  # width, height, steps, guidance within the contract
     return options
-
-
-class AgentEvent(BaseModel):
-    """A progress event for displays (CLI, MCP progress, chat). ``data`` is plain JSON."""
-
-    kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
-    message: str
-    data: dict[str, Any] = Field(default_factory=dict)

@@ -25,7 +25,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
-from emage_agent.core.errors import EmageError, ExecutionFailure, VLMUnavailable, UnreadableAnswer, UserError
+from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
 

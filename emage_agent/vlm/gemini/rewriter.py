@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from emage_agent.core.errors import VLMUnavailable, UnreadableAnswer
+from emage_agent.core.errors import UnreadableAnswer, VLMUnavailable
 from emage_agent.core.evaluation import Issue
 from emage_agent.vlm.answers import RewriteAnswer, rewrite_instructions
 from emage_agent.vlm.gemini.client import GeminiClient, types
