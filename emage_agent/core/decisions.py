@@ -122,4 +122,4 @@ class Decision(BaseModel):
 
     def stored(self) -> dict[str, Any]:
         """The JSON kept in the store: only the keys that are set, as before typed records."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        return {k: v for k, v in self.model_dump(mode="json", exclude_none=True).items() if v != []}

@@ -211,8 +211,8 @@ class SessionStore:
 
     def note_decision(self, step: int, **notes: Any) -> None:
         """Set fields of a step's recorded decision (e.g. the stop threshold the loop applied after it)."""
-        decision = (self.step(step).decision or Decision()).model_copy(update=notes)
-        decision = Decision.model_validate(decision.model_dump())  # the notes are checked like any decision
+        old = self.step(step).decision or Decision()
+        decision = Decision.model_validate({**old.stored(), **notes})  # the notes are checked like any decision
         with self._tx() as c:
             c.execute("UPDATE step SET decision = ? WHERE step = ?", (json.dumps(scrub(decision.stored())), step))
         self.write_summary()

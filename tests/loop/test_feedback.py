@@ -35,6 +35,8 @@ def test_refine_on_a_satisfied_judge_still_repairs_with_the_words(tmp_path: Path
     assert len(steps) == 2, [s.tool for s in session.store.steps()]
     repair = steps[-1]
     assert repair.decision.request == ["make the car darker"]
+    kinds = [(s.kind, s.tool) for s in session.store.steps()]
+    assert kinds[:2] == [("initial", "generate"), ("feedback", "feedback")] and kinds[2][0] in ("tool", "follow_up")
     assert "make the car darker" in repair.args["prompt"]  # the words reached the image tool
     # the judge saw the remark verbatim, and the head is the repair even though it scored lower
     assert agent.evaluator.seen[1]["feedback"] == ["make the car darker"]
