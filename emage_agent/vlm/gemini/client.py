@@ -11,6 +11,7 @@ details; exceptions are re-raised ``from None`` so a chained SDK error cannot le
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -28,6 +29,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
+from emage_agent.vlm.gemini.wire import function_declarations, send
+from emage_agent.vlm.transport import Reply, Request
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
@@ -85,7 +88,8 @@ class _CallState:
 
 
 class GeminiClient:
-    """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service.
+    """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service,
+    and ``request`` (``vlm.transport``) the way the roles use it.
 
     ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It defaults
     to ``settings.gemini_retry_initial_s``. ``limiter`` (``acquire()``, ``back_off(seconds)``), when
@@ -93,6 +97,12 @@ class GeminiClient:
     together. Sessions may share one client from several threads: ``take_calls`` hands each thread
     only the call records it made.
     """
+
+    backend = "gemini"
+    label = "Gemini"
+    parses_answers = True
+    keeps_history = True
+    answers_objects = True
 
     def __init__(
         self,
@@ -137,6 +147,15 @@ class GeminiClient:
     def scrub(self, text: str) -> str:
         """``text`` without the API key (SDK messages may echo request details)."""
         return text.replace(self._key, "***") if self._key else text
+
+    @functools.cached_property
+    def declarations(self) -> list[types.FunctionDeclaration]:
+        """Every tool, declared on every planning request (earlier calls must stay declared)."""
+        return function_declarations()
+
+    def request(self, request: Request) -> Reply:
+        """The transport interface (``vlm.transport``): Gemini's wire format around ``generate``."""
+        return send(self.generate, self.model, self.declarations, request)
 
     def generate(self, purpose: Purpose, contents: Any, config: types.GenerateContentConfig) -> Any:
         """One ``generateContent`` call with retries; every outcome lands in ``self.calls``."""
