@@ -9,7 +9,7 @@ import traceback
 
 import pytest
 
-from emage_agent.core.errors import VLMUnavailable, UserError
+from emage_agent.core.errors import UserError, VLMUnavailable
 from emage_agent.core.planning import PlanningContext, Recommendation, ToolReport
 from emage_agent.vlm.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
 from tests.support import fake_gemini as fg
