@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
-from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, VLMUnavailable
+from emage_agent.core.errors import ExecutionFailure, UnreadableAnswer, VLMUnavailable
 from emage_agent.core.evaluation import ISSUE_CATEGORIES
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import load_contracts
 from emage_agent.vlm.answers import EvaluationAnswer, RewriteAnswer
-from emage_agent.vlm.calls import CallRecord
+from emage_agent.vlm.calls import CallRecord, recorded
 from emage_agent.vlm.evaluator import Evaluator
 from emage_agent.vlm.planner import Planner
 from emage_agent.vlm.rewriter import Rewriter
@@ -170,9 +169,13 @@ class LocalClient:
     ) -> dict[str, Any]:
         """The decoded JSON answer; ``UnreadableAnswer`` when the decoder ran out of tokens first."""
         record = CallRecord(purpose=purpose, model=self.model, backend=BACKEND, attempts=1)
-        started = time.monotonic()
-        try:
-            gen = self.runner.generate(system, text, list(images), schema, self.settings.local_vlm_max_new_tokens)
+        with recorded(self.calls, record):
+            try:
+                gen = self.runner.generate(system, text, list(images), schema, self.settings.local_vlm_max_new_tokens)
+            except ExecutionFailure as exc:  # the model could not run (memory, device): the judge is unavailable
+                if isinstance(exc, UnreadableAnswer | VLMUnavailable):
+                    raise
+                raise VLMUnavailable(f"the local model failed: {exc}") from None
             record.input_tokens, record.output_tokens = gen.input_tokens, gen.output_tokens
             record.total_tokens = gen.input_tokens + gen.output_tokens
             if not gen.finished:
@@ -181,23 +184,9 @@ class LocalClient:
                     "(raise EMAGE_LOCAL_VLM_MAX_NEW_TOKENS or lower EMAGE_LOCAL_VLM_MAX_CHARS)"
                 )
             try:
-                data = json.loads(gen.text, strict=False)  # control characters inside strings are harmless here
+                return json.loads(gen.text, strict=False)  # control characters inside strings are harmless here
             except json.JSONDecodeError as exc:
                 raise UnreadableAnswer(f"the local {purpose} answer is not JSON ({exc}): {gen.text[:200]!r}") from None
-        except (UnreadableAnswer, VLMUnavailable) as exc:
-            record.error = str(exc)
-            raise
-        except ExecutionFailure as exc:  # the model could not run (memory, device): the judge is unavailable
-            record.error = str(exc)
-            raise VLMUnavailable(f"the local model failed: {exc}") from None
-        except EmageError as exc:
-            record.error = str(exc)
-            raise
-        finally:
-            record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(record)
-        record.ok = True
-        return data
 
     def scrub(self, text: str) -> str:
         """Nothing to hide: the local backend holds no key."""

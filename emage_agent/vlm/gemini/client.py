@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
-from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
+from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
 from emage_agent.vlm.gemini.wire import function_declarations, send
 from emage_agent.vlm.transport import Reply, Request
 
@@ -160,16 +160,8 @@ class GeminiClient:
     def generate(self, purpose: Purpose, contents: Any, config: types.GenerateContentConfig) -> Any:
         """One ``generateContent`` call with retries; every outcome lands in ``self.calls``."""
         state = _CallState(purpose, self.model)
-        started = time.monotonic()
-        try:
+        with recorded(self.calls, state.record):
             response = self._with_retries(state, contents, config)
-        except EmageError as exc:
-            state.record.error = str(exc)
-            raise
-        finally:
-            state.record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(state.record)
-        state.record.ok = True
         meta = getattr(response, "usage_metadata", None)
         if meta is not None:
             out = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)

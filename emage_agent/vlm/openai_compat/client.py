@@ -27,7 +27,7 @@ from openai import OpenAI
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import export_tools
-from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s
+from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s, recorded
 from emage_agent.vlm.openai_compat.wire import send
 from emage_agent.vlm.transport import Reply, Request
 
@@ -189,18 +189,10 @@ class OpenAIClient:
     def chat(self, purpose: str, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         """One ``chat.completions.create`` with retries; every outcome lands in ``self.calls``."""
         record = CallRecord(purpose=purpose, model=self.model, backend=BACKEND)
-        started = time.monotonic()
-        try:
-            response = self._with_retries(record, started, messages, kwargs)
+        with recorded(self.calls, record):
+            response = self._with_retries(record, time.monotonic(), messages, kwargs)
             if not getattr(response, "choices", None):
                 raise UnreadableAnswer(f"the {purpose} answer from {self.server} has no choices")
-        except EmageError as exc:
-            record.error = str(exc)
-            raise
-        finally:
-            record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(record)
-        record.ok = True
         usage = getattr(response, "usage", None)
         if usage is not None:
             record.input_tokens = getattr(usage, "prompt_tokens", None)
