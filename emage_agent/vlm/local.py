@@ -194,7 +194,7 @@ class LocalClient:
 
     def request(self, request: Request) -> Reply:
         """The transport interface: the last user turn as one prompt, decoded under the matching grammar."""
-        text, images = _flatten(request.turns[-1])
+        text, images = prompt_of(request.turns[-1])
         if request.tools is not None:
             text += '\n\nAnswer with JSON: {"calls": [{"tool": "<name>", "arguments": {...}}]}.'
             schema = plan_schema(request.tools, LOCAL_MAX_CALLS, self.max_chars)
@@ -216,7 +216,7 @@ class LocalClient:
         raise ExecutionFailure(f"the local backend has no grammar for a {request.purpose} answer ({name})")
 
 
-def _flatten(turn: Turn) -> tuple[str, list[bytes]]:
+def prompt_of(turn: Turn) -> tuple[str, list[bytes]]:
     """One user turn as a prompt: the last tool results first, then the texts; and its pictures."""
     results: list[str] = []
     texts: list[str] = []
