@@ -320,7 +320,7 @@ def batch_command(
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance.")] = None,
     planner: Annotated[str | None, typer.Option(help="vlm or selector (gemini is read as vlm).")] = None,
-    max_vlm_calls: Annotated[int | None, typer.Option(help="Gemini calls per item.")] = None,
+    max_vlm_calls: Annotated[int | None, typer.Option(help="VLM calls per item.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Tool seconds per item.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished item on stdout.")] = False,

@@ -1,7 +1,7 @@
 """The loop: evaluate -> stop? -> recommend -> plan -> veto -> execute -> record.
 
 A plain ``while``. The loop sees its collaborators only through the small protocols
-in ``ports``, so the Gemini planner, the selector-only mode and tests plug in the same way.
+in ``ports``, so the VLM planner, the selector-only mode and tests plug in the same way.
 Every step is committed to the session store before the next begins; the best image is
 never lost, and a regression is rolled back so the next edit starts from the best image.
 """
