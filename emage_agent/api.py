@@ -15,9 +15,11 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation
-from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.events import AgentEvent
+from emage_agent.core.options import parse_options
 from emage_agent.core.planning import ToolCall
 from emage_agent.core.ports import png_bytes
 from emage_agent.core.redact import remember_settings
@@ -135,7 +137,7 @@ class Agent:
         return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
+        planner = self._new_planner() if store.info.options.get("planner", "vlm") != "selector" else None
         return SessionLoop(
             store,
             tools=self.executor,
@@ -254,7 +256,7 @@ class Agent:
     def _run_one(session: Session, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         loop = session.loop
         with loop.running():
-            report = loop.execute(ToolCall(name=tool, args=args), decision={"strategy": "direct"}, vetoes=[])
+            report = loop.execute(ToolCall(name=tool, args=args), decision=Decision(strategy="direct"), kind="direct")
             session.store.set_status("done", stopped_because="tool call")
         session.write_report()
         head = session.store.head()

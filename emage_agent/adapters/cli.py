@@ -100,8 +100,8 @@ def run_command(
     out: Annotated[Path, typer.Option(help="Parent directory for sessions.")] = Path("emage-sessions"),
     planner: Annotated[
         str,
-        typer.Option(help="vlm or gemini (the VLM plans by function calling) or selector (rules)."),
-    ] = "gemini",
+        typer.Option(help="vlm (the VLM plans by function calling) or selector (rules); gemini is read as vlm."),
+    ] = "vlm",
     max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of VLM calls.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
     adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
@@ -239,7 +239,7 @@ def bench_command(
     width: Annotated[int, typer.Option(help="Width, a multiple of 16.")] = 1024,
     height: Annotated[int, typer.Option(help="Height, a multiple of 16.")] = 1024,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
-    planner: Annotated[str, typer.Option(help="gemini or selector, for the emage mode.")] = "gemini",
+    planner: Annotated[str, typer.Option(help="vlm or selector, for the emage mode.")] = "vlm",
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
 ) -> None:
     from emage_agent.adapters.bench import Bench, load_prompts, parse_modes
@@ -319,8 +319,8 @@ def batch_command(
     height: Annotated[int | None, typer.Option(help="Height, a multiple of 16.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance.")] = None,
-    planner: Annotated[str | None, typer.Option(help="gemini or selector.")] = None,
-    max_vlm_calls: Annotated[int | None, typer.Option(help="Gemini calls per item.")] = None,
+    planner: Annotated[str | None, typer.Option(help="vlm or selector (gemini is read as vlm).")] = None,
+    max_vlm_calls: Annotated[int | None, typer.Option(help="VLM calls per item.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Tool seconds per item.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished item on stdout.")] = False,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emage_agent.core.errors import UserError
 from emage_agent.core.tools import validate_arguments
 
-PlannerKind = Literal["gemini", "vlm", "selector"]  # gemini: the VLM planner (its older name)
+PlannerKind = Literal["vlm", "selector"]  # vlm: the VLM plans by function calling; selector: rules only
+PLANNER_ALIASES = {"gemini": "vlm"}  # older names still accepted (stored sessions, scripts), read as the new one
 
 
 class RunOptions(BaseModel):
@@ -24,7 +25,7 @@ class RunOptions(BaseModel):
     height: int = 1024
     steps: int | None = None
     guidance: float | None = None
-    planner: PlannerKind = "gemini"
+    planner: PlannerKind = "vlm"
     max_vlm_calls: int | None = Field(default=None, ge=1)
     max_gpu_seconds: float | None = Field(default=None, gt=0)
     # Opt-in: lower the threshold while the scores plateau, down to the floor (None: the selector's defaults).
@@ -36,6 +37,12 @@ class RunOptions(BaseModel):
     candidates: int = Field(default=1, ge=1, le=8)  # first images and variants per repair; the best is kept
     region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
     objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
+
+    @field_validator("planner", mode="before")
+    @classmethod
+    def _planner_alias(cls, value: Any) -> Any:
+        """``gemini`` was the VLM planner's name before other backends came; it still means ``vlm``."""
+        return PLANNER_ALIASES.get(value, value) if isinstance(value, str) else value
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""
@@ -57,11 +64,3 @@ def parse_options(**values: Any) -> RunOptions:
         raise UserError(first["msg"], field=field) from None
     options.generate_args("size check")  # width, height, steps, guidance within the contract
     return options
-
-
-class AgentEvent(BaseModel):
-    """A progress event for displays (CLI, MCP progress, chat). ``data`` is plain JSON."""
-
-    kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
-    message: str
-    data: dict[str, Any] = Field(default_factory=dict)

@@ -6,15 +6,17 @@ reverted to); the view does not count the extra ones as iterations nor show them
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from emage_agent.core.decisions import Decision
+from emage_agent.core.events import Decided
 from emage_agent.core.planning import ToolCall
 
 if TYPE_CHECKING:
     from emage_agent.loop.session_loop import SessionLoop
 
 
-def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any], base: int | None) -> None:
+def more_candidates(loop: SessionLoop, call: ToolCall, decision: Decision, base: int | None) -> None:
     """``--candidates K``: K-1 more seeds of the image call just run, each from the same start; best kept.
 
     First images (``base`` None) follow one another, so the rollback of a worse one keeps the best; repair
@@ -29,7 +31,7 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any],
         if "seed" in call.args and call.name == "generate" and loop.options.seed is not None:
             args["seed"] = (loop.options.seed + index) % 2**32
         variant = call.model_copy(update={"args": args})
-        report = loop.execute(variant, decision={**decision, "candidate": index}, vetoes=[])
+        report = loop.execute(variant, decision=decision.model_copy(update={"candidate": index}), kind="candidate")
         if not report.ok:
             break
         loop.evaluate_head()
@@ -40,4 +42,4 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any],
         if kept:
             best = max(kept, key=lambda r: (r.score, -r.step))
             loop.store.revert(best.step)
-            loop._emit("decision", f"kept candidate step {best.step} (score {best.score:.2f})", step=best.step)
+            loop._emit(f"kept candidate step {best.step} (score {best.score:.2f})", Decided(step=best.step))

@@ -1,7 +1,7 @@
 """The loop: evaluate -> stop? -> recommend -> plan -> veto -> execute -> record.
 
 A plain ``while``. The loop sees its collaborators only through the small protocols
-in ``ports``, so the Gemini planner, the selector-only mode and tests plug in the same way.
+in ``ports``, so the VLM planner, the selector-only mode and tests plug in the same way.
 Every step is committed to the session store before the next begins; the best image is
 never lost, and a regression is rolled back so the next edit starts from the best image.
 """
@@ -17,10 +17,12 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.core import events as ev
+from emage_agent.core.decisions import Clamp, Decision, StepKind, Veto
 from emage_agent.core.detection import Detection
 from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.core.evaluation import Evaluation
-from emage_agent.core.options import AgentEvent, RunOptions
+from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.core.ports import RunsTools, png_bytes
 from emage_agent.core.redact import scrub
@@ -49,7 +51,7 @@ class SessionLoop:
         planner: Plans | None,
         config: strategy.SelectorConfig,
         usage: Callable[[], list[dict[str, Any]]] = list,
-        emit: Callable[[AgentEvent], None] | None = None,
+        emit: Callable[[ev.AgentEvent], None] | None = None,
         detector: Callable[[Image.Image, list[str]], list[Detection]] | None = None,
         detector_confidence: float = 0.3,
     ) -> None:
@@ -71,9 +73,10 @@ class SessionLoop:
         )
 
     # ---- small helpers -------------------------------------------------------------
-    def _emit(self, kind: str, message: str, **data: Any) -> None:
+    def _emit(self, message: str, payload: ev.EventPayload) -> None:
         if self._emit_fn is not None:
-            self._emit_fn(AgentEvent(kind=kind, message=scrub(message), data=scrub(data)))  # type: ignore[arg-type]
+            clean = type(payload).model_validate(scrub(payload.model_dump(mode="json")))
+            self._emit_fn(ev.AgentEvent(message=scrub(message), payload=clean))
 
     def budget(self) -> strategy.BudgetState:
         info = self.store.info
@@ -117,17 +120,17 @@ class SessionLoop:
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
         self._emit(
-            "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
+            f"step {rec.step}: score {score:.2f}",
+            ev.Scored(step=rec.step or 0, score=score, summary=evaluation.summary),
         )
         before = self.view.score_on_line(rec.parent)
-        requested = bool((rec.decision or {}).get("request"))  # the person asked for it; they may undo it
+        requested = bool(rec.decision and rec.decision.request)  # the person asked for it; they may undo it
         if not pending and not requested and rec.tool in IMAGE_TOOLS and before is not None and score < before:
             self.store.mark_rolled_back(rec.step)
             self.store.revert(rec.parent)
             self._emit(
-                "rollback",
                 f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); continuing from the best image",
-                step=rec.step,
+                ev.RolledBack(step=rec.step or 0),
             )
             return self.view.current_evaluation() or evaluation
         return evaluation
@@ -166,24 +169,27 @@ class SessionLoop:
     def _first_image(self) -> None:
         args = self.options.generate_args(self.store.info.original_prompt)
         call = ToolCall(name="generate", args=args)
-        report = self.execute(call, decision={"strategy": "initial"}, vetoes=[])
+        report = self.execute(call, decision=Decision(strategy="initial"), kind="initial")
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
         self.evaluate_head()
-        more_candidates(self, call, {"strategy": "initial"}, base=None)
+        more_candidates(self, call, Decision(strategy="initial"), base=None)
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
         images = {"image": image} | ({"mask": region} if region is not None else {})
         record = StepRecord(
-            tool="upload", args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
+            kind="upload",
+            tool="upload",
+            args={"width": image.width, "height": image.height},
+            decision=Decision(strategy="initial"),
         )
         step = self.store.commit_step(record.model_copy(update={"note": note or "the user's picture"}), images=images)
         if region is not None:
             self.options = self.options.model_copy(update={"region": f"s{step}-mask"})
             self.store.update_options({"region": self.options.region})
         if note:
-            self._emit("warning", note, step=step)
+            self._emit(note, ev.Warned(step=step))
         self.evaluate_head()
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
@@ -203,7 +209,7 @@ class SessionLoop:
                 self._note_threshold(stop)
                 if self.halt():
                     self.store.set_status("interrupted", stopped_because="stopped")
-                    self._emit("stopped", "stopped on request after the last finished step", reason="stopped")
+                    self._emit("stopped on request after the last finished step", ev.Stopped(reason="stopped"))
                     break
                 requests = self.open_requests()
                 # A request overrides a satisfied judge or a plateau, never a budget.
@@ -214,7 +220,7 @@ class SessionLoop:
                     )
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
-                    self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
+                    self._emit(f"stopped: {stop.detail}", ev.Stopped(reason=stop.reason))
                     break
                 if not self.iterate(evaluation, requests):
                     self.store.set_status("done", stopped_because="threshold")
@@ -225,17 +231,15 @@ class SessionLoop:
         """An adaptive session records the bar in force after each judged step, so every adjustment shows."""
         if not self.options.adaptive_threshold or stop.threshold is None:
             return
-        line = [s for s in self.store.lineage() if s.decision and "threshold" in s.decision]
-        before = line[-1].decision["threshold"] if line else self.options.threshold  # type: ignore[index]
+        line = [s.decision.threshold for s in self.store.lineage() if s.decision and s.decision.threshold is not None]
+        before = line[-1] if line else self.options.threshold
         rec = self.view.image_step()
         if rec is None or abs(stop.threshold - before) < 1e-9:
             return
-        self.store.note_decision(rec.step, {"threshold": stop.threshold, "threshold_before": before})
+        self.store.note_decision(rec.step, threshold=stop.threshold, threshold_before=before)
         self._emit(
-            "decision",
             f"scores plateaued: threshold {before:.2f} -> {stop.threshold:.2f}",
-            threshold=stop.threshold,
-            step=rec.step,
+            ev.Decided(threshold=stop.threshold, step=rec.step),
         )
 
     def _config(self) -> strategy.SelectorConfig:
@@ -277,25 +281,12 @@ class SessionLoop:
         if rec.strategy == "stop" or not rec.ranked:
             return False
         if requests:
-            self._emit("decision", f"repairing at your request: {'; '.join(requests)}", requests=requests)
-        self._emit(
-            "decision",
-            f"{rec.strategy}: {rec.reason}",
-            strategy=rec.strategy,
-            ranked=[c.model_dump() for c in rec.ranked],
-        )
+            self._emit(f"repairing at your request: {'; '.join(requests)}", ev.Decided(requests=requests))
+        self._emit(f"{rec.strategy}: {rec.reason}", ev.Decided(strategy=rec.strategy, ranked=rec.ranked))
         calls, vetoes = self.decide(rec, weighed, history)
         if requests:
             calls = [(with_request(call, requests, prompt), clamps) for call, clamps in calls]
-        decision = {
-            "strategy": rec.strategy,
-            "reason": rec.reason,
-            "prompt_side": rec.prompt_side,
-            "image_side": rec.image_side,
-            "ranked": [c.model_dump() for c in rec.ranked],
-        }
-        if requests:
-            decision["request"] = list(requests)
+        decision = Decision.of(rec, requests)
         reports: list[ToolReport] = []
         produced_image = False
         for call, clamps in calls:
@@ -311,7 +302,7 @@ class SessionLoop:
                 more_candidates(self, call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
             follow = self._follow_up(rec)
-            reports.append(self.execute(follow, decision=decision, vetoes=[]))
+            reports.append(self.execute(follow, decision=decision, kind="follow_up"))
             self.evaluate_head()
         if self.planner is not None and reports:
             self.planner.report(reports)
@@ -331,9 +322,9 @@ class SessionLoop:
     # ---- deciding ------------------------------------------------------------------
     def decide(
         self, rec: Recommendation, evaluation: Evaluation, history: list[HistoryEntry]
-    ) -> tuple[list[tuple[ToolCall, list[str]]], list[dict[str, str]]]:
+    ) -> tuple[list[tuple[ToolCall, list[Clamp]]], list[Veto]]:
         """Planner proposals that pass the selector; after a second veto, the selector's own choice."""
-        vetoes: list[dict[str, str]] = []
+        vetoes: list[Veto] = []
         budget = self.budget()
         prompt = self.store.info.current_prompt
         if self.planner is not None and rec.ranked:
@@ -342,32 +333,34 @@ class SessionLoop:
                 result = self._plan(rec, evaluation, history, feedback)
                 if result is None:
                     break
-                accepted: list[tuple[ToolCall, list[str]]] = []
+                accepted: list[tuple[ToolCall, list[Clamp]]] = []
                 problems = [f"{e.kind}: {e.message}" for e in result.errors]
                 for call in result.calls[:MAX_CALLS_PER_TURN]:
                     verdict = strategy.review(
                         self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt
                     )
                     if verdict.accepted:
-                        accepted.append((self._targeted(verdict.call, verdict.target), verdict.clamps))
+                        clamps = [Clamp.read(c) for c in verdict.clamps]
+                        accepted.append((self._targeted(verdict.call, verdict.target), clamps))
                     else:
-                        vetoes.append({"tool": call.name, "reason": verdict.reason or "vetoed"})
+                        veto = Veto(tool=call.name, reason=verdict.reason or "vetoed")
+                        vetoes.append(veto)
                         problems.append(f"{call.name} vetoed: {verdict.reason}")
                         self._emit(
-                            "veto", f"vetoed {call.name}: {verdict.reason}", tool=call.name, reason=verdict.reason
+                            f"vetoed {call.name}: {verdict.reason}", ev.Vetoed(tool=veto.tool, reason=veto.reason)
                         )
                 if accepted:
                     return accepted, vetoes
                 for err in result.errors:
-                    vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
+                    vetoes.append(Veto(tool=err.tool or "(none)", reason=f"{err.kind}: {err.message}"))
                 feedback = "; ".join(problems) or "no tool call was proposed"
         fallback = strategy.fallback_call(rec, prompt, defaults=self.session_args)
         verdict = strategy.review(
             self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
         )
         call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback
-        self._emit("decision", f"selector runs {call.name}", tool=call.name)
-        return [(call, verdict.clamps if verdict.accepted else [])], vetoes
+        self._emit(f"selector runs {call.name}", ev.Decided(tool=call.name))
+        return [(call, [Clamp.read(c) for c in verdict.clamps] if verdict.accepted else [])], vetoes
 
     @staticmethod
     def _targeted(call: ToolCall, target: str | None) -> ToolCall:
@@ -418,27 +411,34 @@ class SessionLoop:
         try:
             return self.planner.plan(ctx, feedback)
         except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead
-            self._emit("warning", f"planner failed ({exc}); the selector decides this step")
+            self._emit(f"planner failed ({exc}); the selector decides this step", ev.Warned())
             return None
         finally:
             self._record_usage(self.store.info.head_step)
 
     # ---- executing -----------------------------------------------------------------
     def execute(
-        self, call: ToolCall, *, decision: dict[str, Any], vetoes: list[dict[str, str]], clamps: list[str] | None = None
+        self,
+        call: ToolCall,
+        *,
+        decision: Decision,
+        vetoes: list[Veto] | None = None,
+        clamps: list[Clamp] | None = None,
+        kind: StepKind = "tool",
     ) -> ToolReport:
-        """Run one accepted call and commit it as a step; model mistakes go back as failed reports."""
+        """Run one accepted call and commit it as a step of ``kind``; model mistakes go back as failed reports."""
         info = self.store.info
-        self._emit("step", f"running {call.name}", tool=call.name, args=call.args)
+        self._emit(f"running {call.name}", ev.StepStarted(tool=call.name, args=call.args))
         started = time.perf_counter()
         if call.target:
-            decision = {**decision, "target": call.target}
+            decision = decision.model_copy(update={"target": call.target})
         record = StepRecord(
+            kind=kind,
             tool=call.name,
             args=call.args,
             prompt=info.current_prompt,
             decision=decision,
-            vetoes=vetoes,
+            vetoes=vetoes or [],
             clamps=clamps or [],
         )
         try:
@@ -449,7 +449,7 @@ class SessionLoop:
         except (ModelMistake, UserError) as exc:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
-            self._emit("warning", f"{call.name} failed: {exc}", step=step)
+            self._emit(f"{call.name} failed: {exc}", ev.Warned(step=step))
             if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
                 self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
             return ToolReport(call=call, ok=False, summary=f"error: {exc}")
@@ -494,7 +494,7 @@ class SessionLoop:
         self.store.set_prompt(result.prompt)
         record = record.model_copy(update={"prompt": result.prompt, "note": f"{result.source}: {result.rationale}"})
         self.store.commit_step(record)
-        self._emit("decision", f"prompt rewritten ({result.source}): {result.prompt}", prompt=result.prompt)
+        self._emit(f"prompt rewritten ({result.source}): {result.prompt}", ev.Decided(prompt=result.prompt))
         return ToolReport(call=call, ok=True, summary=f"new prompt: {result.prompt} ({result.rationale})")
 
     def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
@@ -516,7 +516,7 @@ class SessionLoop:
         return images
 
     def _on_step(self, step: int, total: int) -> None:
-        self._emit("diffusion", f"diffusion step {step}/{total}", step=step, total=total)
+        self._emit(f"diffusion step {step}/{total}", ev.DiffusionProgress(step=step, total=total))
 
     # ---- conversation --------------------------------------------------------------
     def add_feedback(self, text: str) -> int:
@@ -524,4 +524,5 @@ class SessionLoop:
         text = text.strip()
         if not text:
             raise UserError("feedback is empty", field="feedback")
-        return self.store.commit_step(StepRecord(tool="feedback", prompt=self.store.info.current_prompt, feedback=text))
+        record = StepRecord(kind="feedback", tool="feedback", prompt=self.store.info.current_prompt, feedback=text)
+        return self.store.commit_step(record)

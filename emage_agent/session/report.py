@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from emage_agent.core.decisions import Decision
 from emage_agent.session.files import atomic_write_bytes
 from emage_agent.session.records import Artifact, StepRecord
 from emage_agent.session.store import SessionStore
@@ -33,7 +34,7 @@ font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,san
 main{max-width:1180px;margin:0 auto;padding:28px 24px 64px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 12px}h3{font-size:16px;margin:0}
 h4{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--mute);margin:14px 0 6px}
-.sub{color:var(--mute);font-size:13px}
+.sub{color:var(--mute);font-size:13px}.kind{font-weight:600}
 .card{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:18px 20px;margin:0 0 18px;
 box-shadow:0 1px 2px rgba(0,0,0,.04)}
 .stats{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}
@@ -217,12 +218,22 @@ def _evidence(items: list[dict[str, Any]]) -> str:
     return f"<h4>Detector</h4><table><tr><th>Kind</th><th>Object</th><th>Detail</th><th>Boxes</th></tr>{rows}</table>"
 
 
-def _decision(decision: dict[str, Any] | None) -> str:
-    if not decision:
+def _decision(decision: Decision | None) -> str:
+    if decision is None:
         return ""
-    rest = {k: v for k, v in decision.items() if k not in ("strategy", "reason")}
-    head = f"<p><b>{_e(decision.get('strategy', ''))}</b> {_e(decision.get('reason', ''))}</p>"
+    rest = {k: v for k, v in decision.stored().items() if k not in ("strategy", "reason")}
+    head = f"<p><b>{_e(decision.strategy or '')}</b> {_e(decision.reason or '')}</p>"
     return f"<h4>Selector decision</h4>{head}" + (f"<pre>{_json(rest)}</pre>" if rest else "")
+
+
+KIND_LABELS = {
+    "initial": "first image",
+    "upload": "your picture",
+    "feedback": "your feedback",
+    "direct": "tool run by hand",
+    "candidate": "further candidate",
+    "follow_up": "follows the rewritten prompt",
+}  # every step kind but the agent's own repairs ("tool"), as the step card names it
 
 
 def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int | None, calls: list[dict]) -> str:
@@ -246,13 +257,13 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
     if thumbs:
         media.append(f'<div class="thumbs">{"".join(thumbs)}</div>')
     parent = f'parent <a href="#step-{s.parent}">step {s.parent}</a>' if s.parent else "first step"
-    kind = f"{_e(s.kind)} · " if s.kind != "tool" else ""
+    kind = f'<span class="kind">{_e(KIND_LABELS.get(s.kind, s.kind))}</span> · ' if s.kind != "tool" else ""
     body = [f'<p class="sub">{kind}{parent} · {_time(s.created_at)}</p>', _issues(s)]
     body.append(f"<h4>Tool · {_e(s.tool or 'none')}</h4><pre>{_json(s.args)}</pre>")
     if s.note:
         body.append(f"<h4>Note</h4><p>{_e(s.note)}</p>")
     if s.clamps:
-        items = "".join(f"<li>{_e(c if isinstance(c, str) else _scalar(c))}</li>" for c in s.clamps)
+        items = "".join(f"<li>{_e(str(c))}</li>" for c in s.clamps)
         body.append(f'<h4>Clamped arguments</h4><ul class="plain">{items}</ul>')
     if s.vetoes:
         items = "".join(f'<li class="veto"><b>{_e(v.tool)}</b>: {_e(v.reason)}</li>' for v in s.vetoes)

@@ -24,6 +24,8 @@ def test_three_first_images_are_evaluated_and_the_best_kept(agent: Agent, fake_g
     assert script.seen["evaluate"] == 3
     steps = [s for s in session.store.steps() if s.tool == "generate"]
     assert [s.args["seed"] for s in steps] == [11, 12, 13]
+    assert [s.kind for s in steps] == ["initial", "candidate", "candidate"]
+    assert [s.decision.candidate for s in steps] == [None, 1, 2] and {s.decision.strategy for s in steps} == {"initial"}
     assert [s.score for s in steps] == [0.4, 0.7, 0.5]
     head = session.loop.view.image_step()
     assert head is not None and head.step == steps[1].step  # the best, not the last
@@ -47,5 +49,6 @@ def test_repair_variants_start_from_the_same_image(agent: Agent, fake_gemini: An
     first = next(s for s in session.store.steps() if s.tool == "generate")
     edits = [s for s in session.store.steps() if s.tool == "canny_edit"]
     assert len(edits) == 3 and {e.parent for e in edits} == {first.step}
+    assert [e.kind for e in edits] == ["tool", "candidate", "candidate"] and first.kind == "initial"
     assert [e.score for e in edits] == [0.45, 0.6, 0.55]
     assert session.loop.view.image_step().step == edits[1].step

@@ -104,8 +104,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         planner={
             "type": "string",
-            "enum": ["gemini", "vlm", "selector"],
-            "description": "vlm or gemini (the VLM plans by function calling) or selector (rules only)." + _CONTINUING,
+            "enum": ["vlm", "selector", "gemini"],
+            "description": "vlm (the VLM plans by function calling) or selector (rules only); gemini, an older "
+            "name, is read as vlm." + _CONTINUING,
         },
         **{k: _refine_option(k) for k in _GEN_OPTIONS},
     ),

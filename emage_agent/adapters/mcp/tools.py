@@ -50,7 +50,7 @@ from emage_agent.session import SessionStore
 
 if TYPE_CHECKING:
     from emage_agent.api import Agent, Session
-    from emage_agent.core.options import AgentEvent
+    from emage_agent.core.events import AgentEvent
 
 log = logging.getLogger(__name__)
 KEYWORDS = ("current", "latest")  # artifact names the contracts define, resolved by the session

@@ -23,7 +23,7 @@ from typing import Any
 
 from emage_agent.api import Agent, Session
 from emage_agent.core.errors import EmageError, ExecutionFailure
-from emage_agent.core.options import AgentEvent
+from emage_agent.core.events import AgentEvent
 from emage_agent.engine import GpuQueue
 
 MAX_EVENTS = 2000  # per run: a long run's oldest events are dropped from memory (the store keeps the steps)

@@ -185,7 +185,7 @@ class Page:
 
 def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
     """The page. ``defaults`` preset the run options (the CLI passes the settings' size)."""
-    d = {"iterations": 3, "threshold": 0.8, "width": 1024, "height": 1024, "steps": None, "planner": "gemini"}
+    d = {"iterations": 3, "threshold": 0.8, "width": 1024, "height": 1024, "steps": None, "planner": "vlm"}
     d["adaptive_threshold"] = False
     d.update(defaults or {})
     page = Page(studio)
@@ -206,7 +206,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
                     with gr.Row():
                         seed = gr.Number(value=d.get("seed"), precision=0, label="Seed (empty: random)")
                         steps = gr.Number(value=d["steps"], precision=0, label="Denoising steps (empty: default)")
-                    planner = gr.Radio(["gemini", "selector"], value=d["planner"], label="Planner")
+                    planner = gr.Radio(["vlm", "selector"], value=d["planner"], label="Planner")
                     adaptive = gr.Checkbox(
                         value=bool(d["adaptive_threshold"]),
                         label="Adaptive threshold",

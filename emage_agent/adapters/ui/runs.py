@@ -23,7 +23,8 @@ from PIL import Image
 from emage_agent.adapters.ui.guards import check_session_id, check_text
 from emage_agent.api import Agent, Session
 from emage_agent.core.errors import EmageError, UserError
-from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.events import AgentEvent, DiffusionProgress
+from emage_agent.core.options import parse_options
 from emage_agent.engine import GpuQueue
 from emage_agent.session import SessionStore, StepRecord
 
@@ -45,8 +46,8 @@ class Run:
     events: list[AgentEvent] = field(default_factory=list)
 
     def on_event(self, event: AgentEvent) -> None:
-        if event.kind == "diffusion":
-            self.diffusion = (int(event.data.get("step", 0)), int(event.data.get("total", 0)))
+        if isinstance(event.payload, DiffusionProgress):
+            self.diffusion = (event.payload.step, event.payload.total)
         else:
             self.events.append(event)
             self.last = event.message

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from emage_agent.core.decisions import Decision
 from emage_agent.session import IMAGE_TOOLS, SessionStore, StepRecord
 
 GalleryItem = tuple[str, str]  # (image path, caption)
@@ -77,14 +78,14 @@ def details(store: SessionStore, rec: StepRecord) -> str:
                 lines.append(f"{n}. [{issue.category} {issue.severity:.1f}] {_md(issue.description)}{where}{box}")
         else:
             lines.append("**Issues:** none found")
-    decision = rec.decision or {}
-    if decision.get("request"):
-        lines.append(f"**Your request:** {_md('; '.join(decision['request']))}")
-    if decision.get("strategy"):
-        reason = f": {_md(str(decision['reason']))}" if decision.get("reason") else ""
-        lines.append(f"**Decision:** {decision['strategy']}{reason}")
-    for choice in (decision.get("ranked") or [])[:4]:
-        lines.append(f"- {choice.get('tool')} (weight {choice.get('weight')}): {_md(str(choice.get('reason', '')))}")
+    decision = rec.decision or Decision()
+    if decision.request:
+        lines.append(f"**Your request:** {_md('; '.join(decision.request))}")
+    if decision.strategy:
+        reason = f": {_md(decision.reason)}" if decision.reason else ""
+        lines.append(f"**Decision:** {decision.strategy}{reason}")
+    for choice in decision.ranked[:4]:
+        lines.append(f"- {choice.tool} (weight {choice.weight}): {_md(choice.reason)}")
     for veto in rec.vetoes:
         lines.append(f"- vetoed {veto.tool}: {_md(veto.reason)}")
     for clamp in rec.clamps:
