@@ -106,11 +106,6 @@ class Agent:
         return self._vlms[name]
 
     @property
-    def client(self) -> Any:
-        """The judge's client (kept for callers that inspect calls or close it)."""
-        return self.vlm("evaluator").client
-
-    @property
     def evaluator(self) -> Any:
         if self._evaluator is None:
             self._evaluator = self.vlm("evaluator").evaluator

@@ -6,19 +6,34 @@ reverted to); the view does not count the extra ones as iterations nor show them
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import ToolCall
+from emage_agent.session.records import StepRecord
+from emage_agent.session.store import SessionStore
 
-if TYPE_CHECKING:
-    from emage_agent.loop.session_loop import SessionLoop
+
+class CandidateRunner(Protocol):
+    """What candidates need of the loop (a protocol, so this module does not import the loop)."""
+
+    store: SessionStore
+    options: RunOptions
+
+    def execute(self, call: ToolCall, *, decision: dict[str, Any], vetoes: list[Any]) -> Any: ...
+
+    def evaluate_head(self) -> Evaluation: ...
 
 
-def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any], base: int | None) -> None:
+def more_candidates(
+    loop: CandidateRunner, call: ToolCall, decision: dict[str, Any], base: int | None
+) -> StepRecord | None:
     """``--candidates K``: K-1 more seeds of the image call just run, each from the same start; best kept.
 
     First images (``base`` None) follow one another, so the rollback of a worse one keeps the best; repair
     variants each start from ``base``. Every candidate is a committed step and counts in the budgets.
+    Returns the kept step when there was more than one candidate (the loop tells the displays).
     """
     first = loop.store.info.head_step
     tried = [first]
@@ -40,4 +55,5 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any],
         if kept:
             best = max(kept, key=lambda r: (r.score, -r.step))
             loop.store.revert(best.step)
-            loop._emit("decision", f"kept candidate step {best.step} (score {best.score:.2f})", step=best.step)
+            return best
+    return None

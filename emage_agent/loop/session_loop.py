@@ -170,7 +170,12 @@ class SessionLoop:
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
         self.evaluate_head()
-        more_candidates(self, call, {"strategy": "initial"}, base=None)
+        self._candidates(call, {"strategy": "initial"}, base=None)
+
+    def _candidates(self, call: ToolCall, decision: dict[str, Any], base: int | None) -> None:
+        best = more_candidates(self, call, decision, base=base)
+        if best is not None:
+            self._emit("decision", f"kept candidate step {best.step} (score {best.score:.2f})", step=best.step)
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
@@ -308,7 +313,7 @@ class SessionLoop:
             if call.name in IMAGE_TOOLS:
                 produced_image = True
                 self.evaluate_head()
-                more_candidates(self, call, decision, base=base)
+                self._candidates(call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
             follow = self._follow_up(rec)
             reports.append(self.execute(follow, decision=decision, vetoes=[]))

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from emage_agent.session import Artifact, SessionStore, StepRecord, atomic_write_bytes
+from emage_agent.session import SessionStore, StepRecord, atomic_write_bytes
+from emage_agent.session.records import Artifact
 
 REPORT_NAME = "report.html"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from emage_agent.session import MIGRATIONS
+from emage_agent.session.schema import MIGRATIONS
 from tests.support.scripted import scripted_agent
 
 

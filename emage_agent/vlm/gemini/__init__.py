@@ -4,7 +4,7 @@ The rest of the project passes PNG bytes and plain data and gets back the models
 ``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type crosses this boundary.
 """
 
-from emage_agent.vlm.gemini.client import CallRecord, GeminiClient, GeminiRequestError
+from emage_agent.vlm.gemini.client import CallRecord, GeminiClient
 from emage_agent.vlm.gemini.evaluator import Evaluator
 from emage_agent.vlm.gemini.planner import Planner
 from emage_agent.vlm.gemini.rewriter import Rewrite, Rewriter, offline_rewrite
@@ -13,7 +13,6 @@ __all__ = [
     "CallRecord",
     "Evaluator",
     "GeminiClient",
-    "GeminiRequestError",
     "Planner",
     "Rewrite",
     "Rewriter",

@@ -4,8 +4,8 @@ Speaks the Chat Completions API that vLLM, Ollama, LM Studio, OpenRouter and Ope
 as data URLs, the planner through ``tools``/``tool_calls``, answers through ``response_format``.
 """
 
-from emage_agent.vlm.openai_compat.client import OpenAIClient, OpenAIRequestError, forget_servers
+from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.openai_compat.evaluator import Evaluator, Rewriter
 from emage_agent.vlm.openai_compat.planner import Planner
 
-__all__ = ["Evaluator", "OpenAIClient", "OpenAIRequestError", "Planner", "Rewriter", "forget_servers"]
+__all__ = ["Evaluator", "OpenAIClient", "Planner", "Rewriter"]
