@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import ToolCall
+from emage_agent.core.tools import first_image_tool
 from emage_agent.session.records import StepRecord
 from emage_agent.session.store import SessionStore
 
@@ -41,7 +42,7 @@ def more_candidates(
         if base is not None:
             loop.store.revert(base)
         args = {k: v for k, v in call.args.items() if k != "seed"}
-        if "seed" in call.args and call.name == "generate" and loop.options.seed is not None:
+        if "seed" in call.args and call.name == first_image_tool() and loop.options.seed is not None:
             args["seed"] = (loop.options.seed + index) % 2**32
         variant = call.model_copy(update={"args": args})
         report = loop.execute(variant, decision={**decision, "candidate": index}, vetoes=[])
