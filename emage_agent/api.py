@@ -22,7 +22,7 @@ from emage_agent.core.planning import ToolCall
 from emage_agent.core.ports import png_bytes
 from emage_agent.core.redact import remember_settings
 from emage_agent.core.settings import Settings, load_settings
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import first_image_tool, validate_arguments
 from emage_agent.loop.session_loop import SessionLoop
 from emage_agent.session import SessionStore
 from emage_agent.vlm import VLM, CallLog, Role, choose, local_model, open_vlm
@@ -234,7 +234,7 @@ class Agent:
         args = validate_arguments(tool, args)
         created = session is None
         if session is None:
-            if tool != "generate":
+            if tool != first_image_tool():
                 raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
             options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
             store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from emage_agent.core.detection import Detection, ObjectSpec
 from emage_agent.core.errors import UserError
+from emage_agent.core.tools import image_step_kinds
 
 MODES = ("single", "best_of_n", "emage")
 MAX_CANDIDATES = 8
@@ -156,7 +157,7 @@ class Bench:
             with Image.open(summary["final_image"]) as image:
                 found = detect(image.convert("RGB"), [o.name for o in prompt.objects])
             accuracy = detector_accuracy(found, prompt.objects, settings.detector_threshold)
-        images = sum(1 for s in session.store.steps() if s.tool in ("generate", "upload") or s.tool.endswith("edit"))
+        images = sum(1 for s in session.store.steps() if s.tool in image_step_kinds())
         return BenchRow(
             prompt=prompt.prompt,
             category=prompt.category,

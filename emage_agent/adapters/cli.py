@@ -186,9 +186,10 @@ def doctor_command(
 def tools_command(
     fmt: Annotated[str, typer.Option("--format", help="gemini, openai, mcp or json.")] = "json",
 ) -> None:
-    from emage_agent.core.tools import export_tools
+    from emage_agent.core.tools import available_tools, export_tools
 
-    sys.stdout.write(json.dumps(export_tools(fmt), indent=2) + "\n")  # type: ignore[arg-type]
+    names = available_tools(_settings())  # a tool the settings switch off is not offered
+    sys.stdout.write(json.dumps(export_tools(fmt, names), indent=2) + "\n")  # type: ignore[arg-type]
 
 
 @app.command("report", help="Rebuild a session's report.html.")

@@ -182,7 +182,7 @@ def review(
         and history[last].tool == rewrite_tool()
         and recommendation.strategy != "image_modification"
     ):  # the rewrite just run is carried out by a generate
-        weight = max([weight] + [c.weight for c in recommendation.ranked if c.tool == "rewrite_prompt"])
+        weight = max([weight] + [c.weight for c in recommendation.ranked if c.tool == rewrite_tool()])
     if top is not None and top.weight - weight > config.veto_margin + TOL:
         reason = (
             f"{call.name} (weight {fmt_num(weight)}) contradicts the {recommendation.strategy} strategy, "

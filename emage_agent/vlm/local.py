@@ -24,7 +24,7 @@ from emage_agent.core.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
 from emage_agent.core.planning import PlanningContext, PlanResult, ToolReport
 from emage_agent.core.resources import load_prompt
 from emage_agent.core.settings import Settings
-from emage_agent.core.tools import load_contracts
+from emage_agent.core.tools import available_tools, load_contracts
 from emage_agent.vlm.answers import apply_feedback, clean_remarks, evaluator_instructions, rewrite_instructions
 from emage_agent.vlm.calls import CallRecord
 from emage_agent.vlm.parsing import evaluation_from_dict
@@ -230,7 +230,7 @@ class Planner:
 
     def __init__(self, client: LocalClient) -> None:
         self.client = client
-        self._system = load_prompt("planner", tools=", ".join(sorted(load_contracts())))
+        self._system = load_prompt("planner", tools=", ".join(sorted(available_tools(client.settings))))
         self.reset()
 
     def reset(self) -> None:

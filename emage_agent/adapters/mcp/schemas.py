@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from emage_agent.core.errors import UserError
-from emage_agent.core.tools import describe_error, export_tools
+from emage_agent.core.tools import describe_error, export_tools, first_image_tool
 
 
 def _text(max_length: int, description: str) -> dict[str, Any]:
@@ -28,7 +28,7 @@ SESSION_ID = _text(
     "The session to work in: its id or its directory inside the session root. "
     "generate without it starts a new session; every other tool needs it.",
 )
-_GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
+_GEN = export_tools("json", [first_image_tool()])[0]["parameters"]["properties"]
 _GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
 # refine's options (iterations aside)
 REFINE_OPTIONS = ("threshold", "adaptive_threshold", "planner", "candidates", *_GEN_OPTIONS)

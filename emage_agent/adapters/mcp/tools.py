@@ -44,7 +44,7 @@ from emage_agent.adapters.mcp.sessions import OpenSessions
 from emage_agent.adapters.paths import is_artifact_id, resolve_image_arg, resolve_session_dir
 from emage_agent.core.errors import EmageError, ExecutionFailure, UserError
 from emage_agent.core.redact import one_line
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import first_image_tool, validate_arguments
 from emage_agent.engine import GpuQueue
 from emage_agent.session import SessionStore
 
@@ -220,9 +220,10 @@ class EmageTools:
     def check_contract(self, name: str, args: dict[str, Any]) -> None:
         check_schema({"properties": {"session_id": SESSION_ID}}, {k: v for k, v in args.items() if k == "session_id"})
         validate_arguments(name, {k: v for k, v in args.items() if k != "session_id"})
-        if "session_id" not in args and name != "generate":
+        if "session_id" not in args and name != first_image_tool():
             raise UserError(
-                f"{name} works on a session's image; pass session_id (generate or refine start one)", field="session_id"
+                f"{name} works on a session's image; pass session_id ({first_image_tool()} or refine start one)",
+                field="session_id",
             )
 
     def run_contract(self, name: str, args: dict[str, Any]) -> CallToolResult:

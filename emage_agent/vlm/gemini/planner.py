@@ -14,16 +14,16 @@ from typing import Any
 
 from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolReport
 from emage_agent.core.resources import load_prompt
-from emage_agent.core.tools import export_tools, load_contracts
+from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.vlm.gemini.client import GeminiClient, types
 from emage_agent.vlm.turns import Pending, allowed_tools, digest, image_note, read_calls, render_turn
 
 MAX_IMAGES_KEPT = 3
 
 
-def function_declarations() -> list[types.FunctionDeclaration]:
-    """The tool contracts as Gemini declarations (JSON Schema passed through untouched)."""
-    return [types.FunctionDeclaration(**d) for d in export_tools("gemini")]
+def function_declarations(names: list[str] | None = None) -> list[types.FunctionDeclaration]:
+    """The contracts of ``names`` (default: all) as Gemini declarations (JSON Schema passed through untouched)."""
+    return [types.FunctionDeclaration(**d) for d in export_tools("gemini", names)]
 
 
 def supports_function_response_media(model: str) -> bool:
@@ -40,8 +40,9 @@ class Planner:
 
     def __init__(self, client: GeminiClient) -> None:
         self.client = client
-        self._declarations = function_declarations()
-        self._system = load_prompt("planner", tools=", ".join(sorted(load_contracts())))
+        names = available_tools(client.settings)  # a switched-off tool is not declared
+        self._declarations = function_declarations(names)
+        self._system = load_prompt("planner", tools=", ".join(sorted(names)))
         self.reset()
 
     def reset(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolReport
 from emage_agent.core.resources import load_prompt
-from emage_agent.core.tools import export_tools, load_contracts
+from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.openai_compat.evaluator import answer_text, image_part, text_part
 from emage_agent.vlm.parsing import extract_json
@@ -62,8 +62,9 @@ class Planner:
 
     def __init__(self, client: OpenAIClient) -> None:
         self.client = client
-        self._tools = export_tools("openai")
-        self._system = load_prompt("planner", tools=", ".join(sorted(load_contracts())))
+        names = available_tools(client.settings)  # a switched-off tool is not declared
+        self._tools = export_tools("openai", names)
+        self._system = load_prompt("planner", tools=", ".join(sorted(names)))
         self.reset()
 
     def reset(self) -> None:
