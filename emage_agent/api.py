@@ -87,6 +87,36 @@ class Agent:
         )
         self.on_event = on_event
 
+    def derive(
+        self,
+        *,
+        root: Path | str | None = None,
+        executor: Any = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+        planner_factory: Callable[[], Any] | None = None,
+        selector_config: strategy.SelectorConfig | None = None,
+    ) -> Agent:
+        """A variant of this agent for one adapter or run: its own executor handle, events or planner, sharing
+        the settings, the VLM clients (evaluator, rewriter, planners), the call log and the rate limiter.
+
+        Why: MCP and the UI put each run's executor behind a GPU-queue lane and route its events; copying the
+        fields by hand forgot one (the limiter) before. Unset arguments keep this agent's own.
+        """
+        derived = Agent(
+            self.settings,
+            root=root if root is not None else self.root,
+            executor=executor if executor is not None else self.executor,
+            evaluator=self.evaluator,  # built here, once: racing builds would split the call records
+            rewriter=self.rewriter,
+            planner_factory=planner_factory or self._new_planner,
+            selector_config=selector_config or self.selector_config,
+            on_event=on_event if on_event is not None else self.on_event,
+            limiter=self.limiter,
+            calls=self.calls,
+        )
+        derived._vlms = self._vlms  # the same backends for every role
+        return derived
+
     # ---- collaborators, built on first use ------------------------------------------
     @property
     def executor(self) -> Any:
@@ -173,20 +203,10 @@ class Agent:
         ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
         ``mask`` (white = may change) limits every repair to a region of it.
         """
-        _clean_prompt(prompt)
-        if mask is not None and image is None:
-            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
-        picture, region, note = None, None, ""
-        if image is not None:
-            from emage_agent.core.pictures import load_region_mask, load_start_image
-
-            picture, note = load_start_image(image)
-            region = load_region_mask(mask, picture.size) if mask is not None else None
-            options = {**options, "width": picture.width, "height": picture.height}
-        session = self.create(prompt, **options)
+        session = self.create(prompt, image=image, mask=mask, **options)
         try:
-            if picture is not None:
-                session.loop.start_from(picture, region, note)
+            if image is not None:
+                session.loop.evaluate_head()
             else:
                 session.loop.start()
         except BaseException:
@@ -197,15 +217,42 @@ class Agent:
         session.write_report()
         return session
 
-    def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
-        """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
+    def create(
+        self,
+        prompt: str,
+        *,
+        root: Path | str | None = None,
+        image: str | Path | Image.Image | None = None,
+        mask: str | Path | Image.Image | None = None,
+        **options: Any,
+    ) -> Session:
+        """A new stored session with nothing run yet (``Session.run`` makes its first image).
+
+        ``image`` (and ``mask``) is recorded as its first step, an ``upload``, judged when the session runs.
+        """
         prompt = _clean_prompt(prompt)
+        if mask is not None and image is None:
+            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
+        picture, region, note = None, None, ""
+        if image is not None:
+            from emage_agent.core.pictures import load_region_mask, load_start_image
+
+            picture, note = load_start_image(image)
+            region = load_region_mask(mask, picture.size) if mask is not None else None
+            options = {**options, "width": picture.width, "height": picture.height}
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
         store = SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
         self.record_speed(store)
-        return Session(self, store)
+        session = Session(self, store)
+        if picture is not None:
+            try:
+                session.loop.record_upload(picture, region, note)
+            except BaseException:
+                store.close()
+                raise
+        return session
 
     def record_speed(self, store: SessionStore) -> None:
         """Store the speed settings in the session: as configured, then as the executor resolved them."""

@@ -188,6 +188,11 @@ class SessionLoop:
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        self.record_upload(image, region, note)
+        self.evaluate_head()
+
+    def record_upload(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """The user's picture (and region mask) as the session's first step, an ``upload``; judged when it runs."""
         images = {"image": image} | ({"mask": region} if region is not None else {})
         record = StepRecord(
             tool=UPLOAD, args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
@@ -198,7 +203,6 @@ class SessionLoop:
             self.store.update_options({"region": self.options.region})
         if note:
             self._emit("warning", note, step=step)
-        self.evaluate_head()
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""

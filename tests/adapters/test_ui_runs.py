@@ -158,7 +158,8 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
     finish(run)
     with studio.open_store(run.session_id) as store:
         first = store.steps()[0]
-        assert first.note == "the image uploaded to start from" and first.score == 0.5
+        assert first.tool == "upload" and first.score == 0.5  # recorded through the API, as the CLI records it
+        assert first.note == "the user's picture" and first.decision == {"strategy": "initial"}
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image

@@ -113,25 +113,10 @@ class EmageTools:
         """The agent every call uses: the factory's, with its executor behind the shared GPU queue."""
         with self._build_lock:
             if self._agent is None:
-                from emage_agent.api import Agent
-
                 base = self._factory()
-                # Built here, once: calls that raced to build the VLM clients would split the call records.
-                evaluator, rewriter = base.evaluator, base.rewriter
                 self.gpu = self.gpu or GpuQueue(base.executor)
                 self._chained = base.on_event
-                self._agent = Agent(
-                    base.settings,
-                    root=base.root,
-                    executor=self.gpu.lane(self._on_wait),
-                    evaluator=evaluator,
-                    rewriter=rewriter,
-                    planner_factory=base._new_planner,
-                    selector_config=base.selector_config,
-                    limiter=base.limiter,
-                    calls=base.calls,
-                    on_event=self._on_event,
-                )
+                self._agent = base.derive(executor=self.gpu.lane(self._on_wait), on_event=self._on_event)
             return self._agent
 
     def _report(self, message: str) -> None:
