@@ -17,7 +17,8 @@ from PIL import Image
 from emage_agent import strategy
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation
-from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.options import CONTINUING_OPTIONS, AgentEvent, parse_options
+from emage_agent.core.options import FIXED_OPTIONS as RUN_FIXED_OPTIONS
 from emage_agent.core.planning import ToolCall
 from emage_agent.core.ports import png_bytes
 from emage_agent.core.redact import remember_settings
@@ -28,24 +29,9 @@ from emage_agent.session import SessionStore
 from emage_agent.vlm import VLM, CallLog, Role, choose, local_model, open_vlm
 
 log = logging.getLogger(__name__)
-# What a continuing session may change (they apply to the next steps) and what it may not, with why.
-CONTINUING_OPTIONS = (
-    "iterations",
-    "threshold",
-    "adaptive_threshold",
-    "adaptive_floor",
-    "adaptive_step",
-    "steps",
-    "guidance",
-    "planner",
-    "candidates",
-    "max_vlm_calls",
-    "max_gpu_seconds",
-)
+# What a continuing session may change and what it may not (with why): from the options model, plus the picture.
 FIXED_OPTIONS = {
-    "width": "the size is fixed by the session's first image; every edit keeps it",
-    "height": "the size is fixed by the session's first image; every edit keeps it",
-    "seed": "the seed belongs to the session's first image, which already exists",
+    **RUN_FIXED_OPTIONS,
     "image": "a session starts from one picture; start a new session for another",
     "mask": "the region belongs to the picture the session started from",
 }
