@@ -22,6 +22,7 @@ from rich.console import Console
 
 from emage_agent.adapters.flags import flag, option_flags
 from emage_agent.core.errors import EmageError, SessionBusy, UserError
+from emage_agent.core.options import FIXED_OPTIONS
 from emage_agent.core.redact import install_log_scrubber, one_line
 
 app = typer.Typer(
@@ -113,16 +114,22 @@ def run_command(
 
 
 @app.command("resume", help="Continue a stopped or interrupted session from its last committed step.")
+@option_flags(exclude=tuple(FIXED_OPTIONS), defaults=False)  # what a continuing session may change
 def resume_command(
     session_dir: Annotated[Path, typer.Argument(help="The session's directory.")],
     iterations: Annotated[int | None, typer.Option(help="Run this many more iterations.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as JSON.")] = False,
+    **options: Any,
 ) -> None:
+    options = {k: v for k, v in options.items() if v is not None}
+    _check_options(options)
     settings = _settings(device)
     agent, view = _agent(settings, quiet=as_json)
     agent.check_ready()
     session = agent.open(session_dir)
+    if options:
+        session.configure(**options)  # they apply to the steps this resume runs
     with view:
         view.session(session.dir, iterations=iterations or session.store.info.options.get("iterations"))
         summary = session.run(iterations)
