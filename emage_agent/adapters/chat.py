@@ -222,7 +222,7 @@ def run_chat(
             if prompt:
                 console.print(Text("continuing the session; the prompt argument is ignored", style="yellow"))
             if options:
-                session.store.update_options(options)
+                session.configure(**options)  # through the API: a size or seed is refused with the reason
         else:
             console.print(Text("making the first image ...", style="dim"))
             session = agent.start(prompt or "", **options)

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 from emage_agent.core.settings import Settings
+from emage_agent.core.tools import get_tool
 from emage_agent.executor.devices import (
     Policy,
     free_device_bytes,
@@ -41,13 +42,13 @@ from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
 
-# tool -> (diffusers pipeline class, Settings field naming the repository of its transformer)
-TOOL_PIPELINES = {
-    "generate": ("FluxPipeline", "base_model"),
-    "canny_edit": ("FluxControlImg2ImgPipeline", "canny_model"),
-    "depth_edit": ("FluxControlImg2ImgPipeline", "depth_model"),
-    "inpaint": ("FluxFillPipeline", "fill_model"),
-    "edit": ("FluxKontextPipeline", "kontext_model"),
+# FLUX.1 family (the registry's ``Tool.family``) -> (diffusers pipeline class, Settings field naming its transformer)
+FAMILY_PIPELINES = {
+    "dev": ("FluxPipeline", "base_model"),
+    "canny": ("FluxControlImg2ImgPipeline", "canny_model"),
+    "depth": ("FluxControlImg2ImgPipeline", "depth_model"),
+    "fill": ("FluxFillPipeline", "fill_model"),
+    "kontext": ("FluxKontextPipeline", "kontext_model"),
 }
 MAX_SEQUENCE_LENGTH = 512  # FLUX.1-dev's T5 context
 EMBEDDING_CACHE_SIZE = 32  # T5 embeddings are 4 MiB each in bfloat16
@@ -124,7 +125,7 @@ class ModelManager:
 
     def _sources(self) -> set[str]:
         """The distinct transformers the tools may load (a tool switched off, ``none``, loads nothing)."""
-        sources = {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
+        sources = {getattr(self.settings, f) for _cls, f in FAMILY_PIPELINES.values()}
         return {s for s in sources if s and str(s).lower() not in ("none", "off")}
 
     def _count_weights(self, component: str, module: Any) -> Any:
@@ -194,7 +195,7 @@ class ModelManager:
         if tool not in self._pipelines:
             import diffusers
 
-            class_name, field = TOOL_PIPELINES[tool]
+            class_name, field = FAMILY_PIPELINES[get_tool(tool).family]
             transformer = self._transformer(field)
             scheduler = self._loader.load(
                 "scheduler",

@@ -89,21 +89,3 @@ def resolve_quantize(
     if plan_memory(free_bytes, choice, n_transformers=n_transformers, vlm=vlm).residency == "offload":
         return "nf4"
     return choice
-
-
-def tensor_bytes(tensor: Any) -> int:
-    """Bytes a tensor really holds: a quantized tensor subclass is summed over its inner tensors.
-
-    torchao's quantized weights report the original dtype's ``element_size``; their storage is
-    the int8/fp8 data and the scales that ``__tensor_flatten__`` names.
-    """
-    flatten = getattr(type(tensor), "__tensor_flatten__", None)
-    if flatten is not None:
-        names, _ctx = tensor.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
-    nbytes = tensor.numel() * tensor.element_size()
-    state = getattr(tensor, "quant_state", None)  # bitsandbytes 4-bit: packed uint8 data plus absmax
-    absmax = getattr(state, "absmax", None)
-    if absmax is not None:
-        nbytes += absmax.numel() * absmax.element_size()
-    return nbytes

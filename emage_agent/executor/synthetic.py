@@ -16,8 +16,8 @@ import json
 import logging
 from typing import Any
 
+from emage_agent.executor.devices import tensor_bytes
 from emage_agent.executor.planner import COMPONENTS, CONFIGS
-from emage_agent.executor.quantize import tensor_bytes
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)

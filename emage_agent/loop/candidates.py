@@ -6,21 +6,34 @@ reverted to); the view does not count the extra ones as iterations nor show them
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from emage_agent.core.decisions import Decision
-from emage_agent.core.events import Decided
+from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import ToolCall
+from emage_agent.core.tools import first_image_tool
+from emage_agent.session.records import StepRecord
+from emage_agent.session.store import SessionStore
 
-if TYPE_CHECKING:
-    from emage_agent.loop.session_loop import SessionLoop
+
+class CandidateRunner(Protocol):
+    """What candidates need of the loop (a protocol, so this module does not import the loop)."""
+
+    store: SessionStore
+    options: RunOptions
+
+    def execute(self, call: ToolCall, *, decision: Decision, kind: str = "tool") -> Any: ...
+
+    def evaluate_head(self) -> Evaluation: ...
 
 
-def more_candidates(loop: SessionLoop, call: ToolCall, decision: Decision, base: int | None) -> None:
+def more_candidates(loop: CandidateRunner, call: ToolCall, decision: Decision, base: int | None) -> StepRecord | None:
     """``--candidates K``: K-1 more seeds of the image call just run, each from the same start; best kept.
 
     First images (``base`` None) follow one another, so the rollback of a worse one keeps the best; repair
     variants each start from ``base``. Every candidate is a committed step and counts in the budgets.
+    Returns the kept step when there was more than one candidate (the loop tells the displays).
     """
     first = loop.store.info.head_step
     tried = [first]
@@ -28,7 +41,7 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: Decision, base:
         if base is not None:
             loop.store.revert(base)
         args = {k: v for k, v in call.args.items() if k != "seed"}
-        if "seed" in call.args and call.name == "generate" and loop.options.seed is not None:
+        if "seed" in call.args and call.name == first_image_tool() and loop.options.seed is not None:
             args["seed"] = (loop.options.seed + index) % 2**32
         variant = call.model_copy(update={"args": args})
         report = loop.execute(variant, decision=decision.model_copy(update={"candidate": index}), kind="candidate")
@@ -42,4 +55,5 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: Decision, base:
         if kept:
             best = max(kept, key=lambda r: (r.score, -r.step))
             loop.store.revert(best.step)
-            loop._emit(f"kept candidate step {best.step} (score {best.score:.2f})", Decided(step=best.step))
+            return best
+    return None

@@ -26,7 +26,16 @@ from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.core.ports import RunsTools, png_bytes
 from emage_agent.core.redact import scrub
-from emage_agent.core.tools import TOOL_NAMES, get_contract
+from emage_agent.core.tools import (
+    UPLOAD,
+    first_image_tool,
+    get_contract,
+    get_tool,
+    is_tool,
+    mask_tool,
+    registry,
+    tool_names,
+)
 from emage_agent.loop.candidates import more_candidates
 from emage_agent.loop.checking import DetectorCheck
 from emage_agent.loop.feedback import as_request, with_request
@@ -35,7 +44,7 @@ from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
 log = logging.getLogger(__name__)
-EDIT_TOOLS = ("canny_edit", "depth_edit", "inpaint", "edit")  # tools that change the current image
+EDIT_TOOLS = frozenset(t.name for t in registry().values() if t.edits_image)  # they change the current image
 
 
 class SessionLoop:
@@ -168,19 +177,29 @@ class SessionLoop:
 
     def _first_image(self) -> None:
         args = self.options.generate_args(self.store.info.original_prompt)
-        call = ToolCall(name="generate", args=args)
+        call = ToolCall(name=first_image_tool(), args=args)
         report = self.execute(call, decision=Decision(strategy="initial"), kind="initial")
         if not report.ok:
-            raise UserError(report.summary.removeprefix("error: "), field="generate")
+            raise UserError(report.summary.removeprefix("error: "), field=call.name)
         self.evaluate_head()
-        more_candidates(self, call, Decision(strategy="initial"), base=None)
+        self._candidates(call, Decision(strategy="initial"), base=None)
+
+    def _candidates(self, call: ToolCall, decision: Decision, base: int | None) -> None:
+        best = more_candidates(self, call, decision, base=base)
+        if best is not None:
+            self._emit(f"kept candidate step {best.step} (score {best.score:.2f})", ev.Decided(step=best.step))
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        self.record_upload(image, region, note)
+        self.evaluate_head()
+
+    def record_upload(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """The user's picture (and region mask) as the session's first step, an ``upload``; judged when it runs."""
         images = {"image": image} | ({"mask": region} if region is not None else {})
         record = StepRecord(
             kind="upload",
-            tool="upload",
+            tool=UPLOAD,
             args={"width": image.width, "height": image.height},
             decision=Decision(strategy="initial"),
         )
@@ -190,7 +209,6 @@ class SessionLoop:
             self.store.update_options({"region": self.options.region})
         if note:
             self._emit(note, ev.Warned(step=step))
-        self.evaluate_head()
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
@@ -299,8 +317,8 @@ class SessionLoop:
             if call.name in IMAGE_TOOLS:
                 produced_image = True
                 self.evaluate_head()
-                more_candidates(self, call, decision, base=base)
-        if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
+                self._candidates(call, decision, base=base)
+        if not produced_image and reports and reports[-1].ok and get_tool(calls[-1][0].name).rewrites_prompt:
             follow = self._follow_up(rec)
             reports.append(self.execute(follow, decision=decision, kind="follow_up"))
             self.evaluate_head()
@@ -313,11 +331,11 @@ class SessionLoop:
         prompt = self.store.info.current_prompt
         if rec.strategy == "hybrid":
             for choice in rec.ranked:
-                if choice.tool in ("canny_edit", "depth_edit"):
+                if get_tool(choice.tool).takes_strength:  # an edit that keeps the layout, with the new prompt
                     return ToolCall(name=choice.tool, args={**choice.args, "prompt": prompt})
         args = self.options.generate_args(prompt)
         args.pop("seed", None)
-        return ToolCall(name="generate", args=args)
+        return ToolCall(name=first_image_tool(), args=args)
 
     # ---- deciding ------------------------------------------------------------------
     def decide(
@@ -370,7 +388,7 @@ class SessionLoop:
     def _with_schedule(self, call: ToolCall, rec: Recommendation) -> ToolCall:
         """Diminishing guidance and strength: fill them from the schedule when the call leaves them out."""
         args = dict(call.args)
-        if call.name in ("canny_edit", "depth_edit") and rec.strength is not None:
+        if is_tool(call.name) and get_tool(call.name).takes_strength and rec.strength is not None:
             args.setdefault("strength", rec.strength)
         if call.name in EDIT_TOOLS and "image" in args and args["image"] != "current":
             args["image"] = "current"  # edits always start from the best image
@@ -388,7 +406,7 @@ class SessionLoop:
         opts = self.options
         props = get_contract(tool).parameters.get("properties", {})
         wanted = {"steps": opts.steps}
-        if tool == "generate":
+        if tool == first_image_tool():
             wanted |= {"width": opts.width, "height": opts.height, "guidance": opts.guidance}
         return {k: v for k, v in wanted.items() if v is not None and k in props}
 
@@ -404,7 +422,7 @@ class SessionLoop:
             recommendation=rec,
             history=history[-8:],
             image_png=png_bytes(self.view.current_image()),
-            allowed_tools=[t for t in TOOL_NAMES if t != "edit" or self.config.edit_tool],
+            allowed_tools=tool_names(self.config.edit_tool),
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
@@ -442,7 +460,7 @@ class SessionLoop:
             clamps=clamps or [],
         )
         try:
-            if call.name == "rewrite_prompt":
+            if get_tool(call.name).rewrites_prompt:
                 return self._rewrite(call, record)
             images = self._inputs(call)
             out = self.tools.run(call.name, call.args, images, on_step=self._on_step)
@@ -450,7 +468,7 @@ class SessionLoop:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
             self._emit(f"{call.name} failed: {exc}", ev.Warned(step=step))
-            if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
+            if getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
                 self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
             return ToolReport(call=call, ok=False, summary=f"error: {exc}")
         except ExecutionFailure as exc:
@@ -459,7 +477,7 @@ class SessionLoop:
         args = dict(call.args)
         if out.seed is not None:
             args["seed"] = out.seed
-        if call.name == "generate":
+        if call.name == first_image_tool():
             self.store.set_prompt(args["prompt"])
         new_images = {role: img for role in ("image", "mask", "control") if (img := getattr(out, role)) is not None}
         record = record.model_copy(
@@ -499,18 +517,19 @@ class SessionLoop:
 
     def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
         images: dict[str, Image.Image] = {}
-        if call.name in (*EDIT_TOOLS, "make_mask"):
+        traits = get_tool(call.name)
+        if traits.reads_image:
             ref = call.args.get("image", "current")
             images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
         if self.options.region and call.name in IMAGE_TOOLS:  # the user's region: the rest is pasted back
             images["region"] = self.store.load_image(self.options.region)
             images.setdefault("image", self.view.current_image())
-        if call.name == "inpaint":
+        if traits.needs_mask:
             ref = call.args.get("mask", "latest")
             if ref == "latest":
                 latest = self.store.latest("mask")
                 if latest is None:
-                    raise ModelMistake("inpaint needs a mask: call make_mask first")
+                    raise ModelMistake(f"{call.name} needs a mask: call {mask_tool()} first")
                 ref = latest.id
             images["mask"] = self.store.load_image(ref)
         return images

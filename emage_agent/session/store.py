@@ -48,7 +48,7 @@ from emage_agent.session.files import (
 from emage_agent.session.lifecycle import build_session, damaged, open_database
 from emage_agent.session.lock import WriterLock
 from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
-from emage_agent.session.schema import JSON_COLS
+from emage_agent.session.schema import JSON_COLS, VLM_CALL_TABLE
 from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
 SUMMARY_NAME = "summary.json"
@@ -241,14 +241,14 @@ class SessionStore:
         ]
         with self._tx() as c:
             c.executemany(
-                f"INSERT INTO gemini_call (step, {', '.join(cols)}, error, extra, created_at)"
+                f"INSERT INTO {VLM_CALL_TABLE} (step, {', '.join(cols)}, error, extra, created_at)"
                 f" VALUES ({', '.join('?' * (len(cols) + 4))})",
                 rows,
             )
 
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:
         """VLM call records, all or one step's, oldest first."""
-        sql = "SELECT * FROM gemini_call" + (" WHERE step = ?" if step is not None else "") + " ORDER BY id"
+        sql = f"SELECT * FROM {VLM_CALL_TABLE}" + (" WHERE step = ?" if step is not None else "") + " ORDER BY id"
         rows = self._q(sql, (step,) if step is not None else ())
         return [dict(r) | {"extra": json.loads(r["extra"]), "ok": bool(r["ok"])} for r in rows]
 
@@ -400,7 +400,7 @@ class SessionStore:
     def vlm_used(self) -> dict[str, dict[str, str | None]]:
         """The backend and model that last answered each purpose (evaluate, plan, rewrite)."""
         used: dict[str, dict[str, str | None]] = {}
-        for row in self._q("SELECT purpose, model, extra FROM gemini_call ORDER BY id", ()):
+        for row in self._q(f"SELECT purpose, model, extra FROM {VLM_CALL_TABLE} ORDER BY id", ()):
             extra = json.loads(row["extra"] or "{}")
             used[row["purpose"]] = {"backend": extra.get("backend"), "model": row["model"]}
         return used

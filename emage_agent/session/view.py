@@ -11,9 +11,10 @@ from PIL import Image
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.core.planning import HistoryEntry
+from emage_agent.core.tools import image_step_kinds
 from emage_agent.session.store import SessionStore, StepRecord
 
-IMAGE_TOOLS = frozenset({"upload", "generate", "canny_edit", "depth_edit", "inpaint", "edit"})
+IMAGE_TOOLS = image_step_kinds()  # steps whose image becomes the current one (from the tool registry)
 
 
 class SessionView:

@@ -22,7 +22,7 @@ from typing import Any
 from emage_agent.core.errors import ExecutionFailure, UnreadableAnswer, VLMUnavailable
 from emage_agent.core.evaluation import ISSUE_CATEGORIES
 from emage_agent.core.settings import Settings
-from emage_agent.core.tools import load_contracts
+from emage_agent.core.tools import available_tools, load_contracts
 from emage_agent.vlm.answers import EvaluationAnswer, RewriteAnswer
 from emage_agent.vlm.calls import CallRecord, recorded
 from emage_agent.vlm.evaluator import Evaluator
@@ -191,6 +191,11 @@ class LocalClient:
     def scrub(self, text: str) -> str:
         """Nothing to hide: the local backend holds no key."""
         return text
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
 
     def request(self, request: Request) -> Reply:
         """The transport interface: the last user turn as one prompt, decoded under the matching grammar."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolReport
 from emage_agent.core.resources import load_prompt
-from emage_agent.core.tools import load_contracts
 from emage_agent.vlm.transport import Part, Picture, Request, Text, ToolResult, Transport, Turn, prune_images
 from emage_agent.vlm.turns import Pending, allowed_tools, digest, image_note, match_reports, read_calls, render_turn
 
@@ -27,7 +26,7 @@ class Planner:
 
     def __init__(self, client: Transport) -> None:
         self.client = client
-        self._system = load_prompt("planner", tools=", ".join(sorted(load_contracts())))
+        self._system = load_prompt("planner", tools=", ".join(sorted(client.tools)))
         self.reset()
 
     def reset(self) -> None:
@@ -38,7 +37,7 @@ class Planner:
         self._seen_image: str | None = None  # digest of the newest image the model has been shown
 
     def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult:
-        allowed = allowed_tools(ctx)
+        allowed = [t for t in allowed_tools(ctx) if t in self.client.tools] or list(self.client.tools)
         reason = f"not executed: {feedback}" if feedback else "not executed: superseded by a new request"
         owed = [_result(p, {"ok": False, "result": p.error or reason}, ran=False) for p in self._pending]
         carry = owed + self._outbox  # nothing changes until the model has answered (a failure keeps it all)

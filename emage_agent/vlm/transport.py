@@ -89,6 +89,7 @@ class Transport(Protocol):
     parses_answers: bool  # True: answers arrive decoded (``Reply.parsed``); False: as JSON in the text
     keeps_history: bool  # True: a chat (the planner sends its history); False: every turn stands alone
     answers_objects: bool  # asked for the prompt's objects (detector verification)
+    tools: list[str]  # the tools these settings switch on (``core.tools.available_tools``): all a planner may offer
 
     def request(self, request: Request) -> Reply: ...
 

@@ -158,7 +158,8 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
     finish(run)
     with studio.open_store(run.session_id) as store:
         first = store.steps()[0]
-        assert first.note == "the image uploaded to start from" and first.score == 0.5
+        assert first.tool == "upload" and first.score == 0.5  # recorded through the API, as the CLI records it
+        assert first.note == "the user's picture" and first.decision == {"strategy": "initial"}
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
@@ -177,8 +178,12 @@ def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path
     studio, _executor = studio_for(tmp_path, PLATEAU)
     run_inputs = [f.inputs for f in build(studio).fns.values() if f.name == "run"]
     assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
+    from emage_agent.adapters.ui.controls import UI_OPTIONS
+
     page = Page(studio)
-    shown = list(page.run("a red fox", 3, 0.8, 3, 64, 64, 2, "selector", adaptive, None))
+    chosen = {"iterations": 3, "threshold": 0.8, "seed": 3, "width": 64, "height": 64, "steps": 2}
+    chosen |= {"planner": "selector", "adaptive_threshold": adaptive}
+    shown = list(page.run("a red fox", None, *[chosen.get(name) for name in UI_OPTIONS]))
     session_id = shown[-1][0]
     with studio.open_store(session_id) as store:
         assert store.info.options["adaptive_threshold"] is adaptive

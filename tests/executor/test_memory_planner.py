@@ -107,7 +107,7 @@ def test_random_full_size_model_has_the_planned_bytes() -> None:
     """The benchmark's random CLIP-L: as many bytes as planned, before and after int8 in memory."""
     import torch
 
-    from emage_agent.executor.quantize import tensor_bytes
+    from emage_agent.executor.devices import tensor_bytes
     from emage_agent.executor.synthetic import build_random, quantize_in_memory
 
     model = build_random("text_encoder", torch.bfloat16, "cpu")

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from emage_agent.core.tools import load_contracts
 from emage_agent.vlm.calls import CallLog, CallRecord
 from emage_agent.vlm.transport import Reply, Request, Turn
 from emage_agent.vlm.turns import Pending
@@ -49,6 +50,7 @@ class ScriptedVLM:
     parses_answers = True
     keeps_history = True
     answers_objects = False
+    tools = sorted(load_contracts())
 
     def __init__(self, *answers: Answer) -> None:
         self.answers = deque(answers)

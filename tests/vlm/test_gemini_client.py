@@ -11,7 +11,8 @@ import pytest
 
 from emage_agent.core.errors import UserError, VLMUnavailable
 from emage_agent.core.planning import PlanningContext, Recommendation, ToolReport
-from emage_agent.vlm.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
+from emage_agent.vlm.gemini import Evaluator, GeminiClient, Planner, Rewriter
+from emage_agent.vlm.gemini.client import GeminiRequestError
 from tests.support import fake_gemini as fg
 from tests.support.fake_gemini import FAKE_KEY
 

@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from emage_agent.adapters.netguard import HostGuard, host_rule
-from emage_agent.adapters.ui import views
+from emage_agent.adapters.ui import controls, views
 from emage_agent.adapters.ui.guards import check_step, check_upload
 from emage_agent.adapters.ui.runs import UI_DIR, Run, Studio
 from emage_agent.core.errors import EmageError, UserError
@@ -126,21 +126,10 @@ class Page:
         return items, [row["id"] for row in rows]
 
     # ---- handlers ----------------------------------------------------------------------
-    def run(self, prompt: str, iterations: float, threshold: float, seed: float | None, width: float,
-            height: float, steps: float | None, planner: str, adaptive: bool | None,
-            start_image: str | None) -> Iterator[tuple]:  # fmt: skip
+    def run(self, prompt: str, start_image: str | None, *values: Any) -> Iterator[tuple]:
+        """Run ``prompt``; ``values`` are the option controls' values in ``controls.UI_OPTIONS`` order."""
         image = check_upload(start_image, "start image")
-        options = {
-            "iterations": int(iterations),
-            "threshold": float(threshold),
-            "seed": int(seed) if seed not in (None, "") else None,
-            "width": int(width or 0),
-            "height": int(height or 0),
-            "steps": int(steps) if steps not in (None, "", 0) else None,
-            "planner": planner,
-            "adaptive_threshold": adaptive is True,  # the browser sends a bool; anything else means off
-        }
-        yield from self.follow(self.studio.start(prompt, options, image))
+        yield from self.follow(self.studio.start(prompt, controls.read(values), image))
 
     def send(self, session_id: str | None, text: str) -> Iterator[tuple]:
         if not session_id:
@@ -185,9 +174,7 @@ class Page:
 
 def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
     """The page. ``defaults`` preset the run options (the CLI passes the settings' size)."""
-    d = {"iterations": 3, "threshold": 0.8, "width": 1024, "height": 1024, "steps": None, "planner": "vlm"}
-    d["adaptive_threshold"] = False
-    d.update(defaults or {})
+    d = controls.defaults(defaults)
     page = Page(studio)
     guard_stream = _guard_stream
     with gr.Blocks(title="EMage") as demo:
@@ -198,20 +185,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320):
                 prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red fox sitting on the roof of a blue car")
                 with gr.Accordion("Options", open=False):
-                    iterations = gr.Slider(0, 20, value=d["iterations"], step=1, label="Iterations")
-                    threshold = gr.Slider(0.0, 1.0, value=d["threshold"], step=0.01, label="Threshold")
-                    with gr.Row():
-                        width = gr.Number(value=d["width"], precision=0, label="Width")
-                        height = gr.Number(value=d["height"], precision=0, label="Height")
-                    with gr.Row():
-                        seed = gr.Number(value=d.get("seed"), precision=0, label="Seed (empty: random)")
-                        steps = gr.Number(value=d["steps"], precision=0, label="Denoising steps (empty: default)")
-                    planner = gr.Radio(["vlm", "selector"], value=d["planner"], label="Planner")
-                    adaptive = gr.Checkbox(
-                        value=bool(d["adaptive_threshold"]),
-                        label="Adaptive threshold",
-                        info="Lower the threshold step by step while the scores plateau (down to 0.6).",
-                    )
+                    option_controls = [controls.control(name, d[name]) for name in controls.UI_OPTIONS]
                     start_image = gr.Image(
                         label="Start from an image (optional)", type="filepath", sources=["upload"], height=160
                     )
@@ -241,7 +215,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
 
         view = [session, numbers, selected, status, steps_gallery, step_image, step_details, downloads]
         listing = [sessions_gallery, session_ids]
-        options = [prompt, iterations, threshold, seed, width, height, steps, planner, adaptive, start_image]
+        options = [prompt, start_image, *option_controls]
         streamed = {"concurrency_limit": None, "show_progress": "minimal"}
         run_btn.click(guard_stream(page.run), options, view, **streamed).then(page.sessions, None, listing)
         send_btn.click(guard_stream(page.send), [session, feedback], view, **streamed).then(

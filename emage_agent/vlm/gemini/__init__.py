@@ -5,7 +5,7 @@ planner, rewriter) are the shared ones. No SDK type crosses this boundary.
 """
 
 from emage_agent.vlm.evaluator import Evaluator
-from emage_agent.vlm.gemini.client import CallRecord, GeminiClient, GeminiRequestError
+from emage_agent.vlm.gemini.client import CallRecord, GeminiClient
 from emage_agent.vlm.planner import Planner
 from emage_agent.vlm.rewriter import Rewriter
 from emage_agent.vlm.rewriting import Rewrite, offline_rewrite
@@ -14,7 +14,6 @@ __all__ = [
     "CallRecord",
     "Evaluator",
     "GeminiClient",
-    "GeminiRequestError",
     "Planner",
     "Rewrite",
     "Rewriter",

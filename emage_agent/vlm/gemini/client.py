@@ -28,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
+from emage_agent.core.tools import available_tools
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
 from emage_agent.vlm.gemini.wire import function_declarations, send
 from emage_agent.vlm.transport import Reply, Request
@@ -151,7 +152,12 @@ class GeminiClient:
     @functools.cached_property
     def declarations(self) -> list[types.FunctionDeclaration]:
         """Every tool, declared on every planning request (earlier calls must stay declared)."""
-        return function_declarations()
+        return function_declarations(available_tools(self.settings))  # a switched-off tool is not declared
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
 
     def request(self, request: Request) -> Reply:
         """The transport interface (``vlm.transport``): Gemini's wire format around ``generate``."""

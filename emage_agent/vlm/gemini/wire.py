@@ -18,9 +18,9 @@ from emage_agent.vlm.transport import Reply, Request, ToolResult, Turn, split_re
 from emage_agent.vlm.turns import Pending
 
 
-def function_declarations() -> list[types.FunctionDeclaration]:
-    """The tool contracts as Gemini declarations (JSON Schema passed through untouched)."""
-    return [types.FunctionDeclaration(**d) for d in export_tools("gemini")]
+def function_declarations(names: list[str] | None = None) -> list[types.FunctionDeclaration]:
+    """The contracts of ``names`` (default: all) as Gemini declarations (JSON Schema passed through untouched)."""
+    return [types.FunctionDeclaration(**d) for d in export_tools("gemini", names)]
 
 
 def supports_function_response_media(model: str) -> bool:

@@ -5,8 +5,8 @@ implements the request interface of ``vlm.transport``, and the roles above it ar
 """
 
 from emage_agent.vlm.evaluator import Evaluator
-from emage_agent.vlm.openai_compat.client import OpenAIClient, OpenAIRequestError, forget_servers
+from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.planner import Planner
 from emage_agent.vlm.rewriter import Rewriter
 
-__all__ = ["Evaluator", "OpenAIClient", "OpenAIRequestError", "Planner", "Rewriter", "forget_servers"]
+__all__ = ["Evaluator", "OpenAIClient", "Planner", "Rewriter"]

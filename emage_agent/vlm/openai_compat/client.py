@@ -26,7 +26,7 @@ from openai import OpenAI
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
-from emage_agent.core.tools import export_tools
+from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s, recorded
 from emage_agent.vlm.openai_compat.wire import send
 from emage_agent.vlm.transport import Reply, Request
@@ -126,6 +126,11 @@ class OpenAIClient:
         """``text`` without the API key (errors may echo request details)."""
         return text.replace(self._key, "***") if self._key else text
 
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
+
     def request(self, request: Request) -> Reply:
         """The transport interface (``vlm.transport``): chat messages around the ladders below."""
         return send(self.chat_json, self.chat_tools, self.tool_declarations, request)
@@ -133,7 +138,7 @@ class OpenAIClient:
     @functools.cached_property
     def tool_declarations(self) -> list[dict[str, Any]]:
         """Every tool, declared on every planning request (earlier calls must stay declared)."""
-        return export_tools("openai")
+        return export_tools("openai", available_tools(self.settings))  # a switched-off tool is not declared
 
     # ---- the ladders ------------------------------------------------------------------------
     def rung(self, what: str, ladder: tuple[str, ...]) -> str:
