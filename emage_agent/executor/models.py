@@ -36,7 +36,8 @@ from emage_agent.executor.devices import (
     resolve_dtype,
 )
 from emage_agent.executor.loading import Loader
-from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
+from emage_agent.executor.quantize import check_supported, fuse_qkv, quantization_config, quantize_on_device
+from emage_agent.executor.speed_choice import choose_speed, describe_gpu, installed_attention
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,11 @@ class PromptCache:
 class ModelManager:
     """Loads on first use, keeps what it loaded, and counts every byte read or moved."""
 
-    def __init__(self, settings: Settings, counters: ExecutorCounters, local_vlm: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, counters: ExecutorCounters, local_vlm: str | None = None, long_lived: bool = False
+    ) -> None:
+        """``long_lived``: a process that serves many sessions (ui, mcp, batch, serve), where ``auto``
+        compiles knowing the cost is shared."""
         self.settings = settings
         self.counters = counters
         self.device = resolve_device(settings)
@@ -100,7 +105,17 @@ class ModelManager:
         self.plan: Any = None
         free = free_device_bytes(self.device)
         n = len(self._sources())
-        self.quantize = resolve_quantize(settings.quantize, self.device, free, n, vlm=local_vlm)
+        choice = choose_speed(
+            settings.quantize,
+            settings.compile,
+            settings.attention,
+            describe_gpu(self.device),
+            long_lived=long_lived,
+            installed=installed_attention(),
+            n_transformers=n,
+            vlm=local_vlm,
+        )
+        self.quantize = choice.quantize
         check_supported(self.quantize, self.device)
         if self.device == "cpu":
             self.policy = "resident"  # host memory is the device: nothing to move
@@ -116,7 +131,9 @@ class ModelManager:
         counters.residency = self.policy
         from emage_agent.executor.acceleration import Speed
 
-        self.speed = Speed(settings, self.device, self.quantize, counters)
+        self.speed = Speed(settings, self.device, choice, counters)
+        if self.plan is not None:
+            counters.speed_why["residency"] = f"auto: {self.plan.advice}"
 
     def use_loader(self, loader: Any) -> None:
         """Replace where weights come from (the speed benchmark builds random full-size models)."""
@@ -126,6 +143,13 @@ class ModelManager:
         """The distinct transformers the tools may load (a tool switched off, ``none``, loads nothing)."""
         sources = {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
         return {s for s in sources if s and str(s).lower() not in ("none", "off")}
+
+    def _placement(self) -> str | None:
+        """Where bitsandbytes/transformers-quantized weights load: straight onto the GPU (``device_map``),
+        never quantized on the host first (torchao's go through ``quantize_on_device`` instead)."""
+        if self.device == "cuda" and self.quantize != "none" and self.policy != "offload":
+            return self.device
+        return None
 
     def _count_weights(self, component: str, module: Any) -> Any:
         self.counters.weight_bytes[component] = module_bytes(module)
@@ -158,12 +182,14 @@ class ModelManager:
                     library=library,
                     weights=weights,
                     quantization=quantization_config(self.quantize, library) if name == "text_encoder_2" else None,
+                    device_map=self._placement() if name == "text_encoder_2" else None,
                 )
                 for name, cls, library, weights in parts
             }
             for name, _cls, _library, weights in parts:
                 if weights:
                     self._count_weights(name, self._shared[name])
+            self.speed.prepare_vae(self._shared["vae"])
         return self._shared
 
     def _shared_modules(self) -> list[Any]:
@@ -176,6 +202,7 @@ class ModelManager:
             from diffusers import FluxTransformer2DModel
 
             component = f"transformer:{field.removesuffix('_model')}"
+            torchao = self.quantize in ("fp8", "int8")
             transformer = self._loader.load(
                 component,
                 FluxTransformer2DModel,
@@ -183,8 +210,14 @@ class ModelManager:
                 field=env_name(field),
                 subfolder="transformer",
                 dtype=self.dtype,
-                quantization=quantization_config(self.quantize, "diffusers"),
+                # nf4: bitsandbytes quantizes as the weights land on the GPU
+                quantization=quantization_config(self.quantize, "diffusers") if self.quantize == "nf4" else None,
+                device_map=self._placement() if self.quantize == "nf4" else None,
             )
+            if torchao or self.speed.compile != "off":  # bf16 eager stays exactly as published
+                fuse_qkv(transformer)
+            if torchao:  # fused first, then each layer quantized where it will run
+                quantize_on_device(transformer, self.quantize, self.device)
             self.speed.prepare(transformer)
             self._transformers[source] = self._count_weights(component, transformer)
         return self._transformers[source]
