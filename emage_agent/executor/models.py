@@ -36,7 +36,13 @@ from emage_agent.executor.devices import (
     resolve_dtype,
 )
 from emage_agent.executor.loading import Loader
-from emage_agent.executor.quantize import check_supported, fuse_qkv, quantization_config, quantize_on_device
+from emage_agent.executor.quantize import (
+    T5_KEPT,
+    check_supported,
+    fuse_qkv,
+    quantization_config,
+    quantize_on_device,
+)
 from emage_agent.executor.speed_choice import choose_speed, describe_gpu, installed_attention
 from emage_agent.executor.types import ExecutorCounters
 
@@ -181,7 +187,7 @@ class ModelManager:
                     dtype=self.dtype if weights else None,
                     library=library,
                     weights=weights,
-                    quantization=quantization_config(self.quantize, library) if name == "text_encoder_2" else None,
+                    quantization=quantization_config(self.quantize, library, T5_KEPT) if name == "text_encoder_2" else None,
                     device_map=self._placement() if name == "text_encoder_2" else None,
                 )
                 for name, cls, library, weights in parts

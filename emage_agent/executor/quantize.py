@@ -20,6 +20,7 @@ Quantize = Literal["none", "fp8", "int8", "nf4"]
 # Components that are quantized when EMAGE_QUANTIZE asks for it.
 QUANTIZED_COMPONENTS = ("transformer", "text_encoder_2")
 FP8_MIN_CAPABILITY = (8, 9)
+T5_KEPT = ("wo",)  # T5's ``_keep_in_fp32_modules``: its feed-forward output overflows when narrowed
 FIELD = "EMAGE_QUANTIZE"
 
 
@@ -42,8 +43,13 @@ def torchao_config(quantize: str) -> Any:
     return Int8WeightOnlyConfig(granularity=PerRow())  # per channel: one scale per output row
 
 
-def quantization_config(quantize: str, library: str) -> Any | None:
-    """The ``quantization_config`` for ``from_pretrained`` (``library``: diffusers or transformers)."""
+def quantization_config(quantize: str, library: str, keep: tuple[str, ...] = ()) -> Any | None:
+    """The ``quantization_config`` for ``from_pretrained`` (``library``: diffusers or transformers).
+
+    ``keep``: module names left unquantized, e.g. T5's ``wo`` (``T5_KEPT``). transformers means to
+    skip a model's ``_keep_in_fp32_modules`` itself, but its torchao path (5.x) matches the names
+    against parameter names ("...wo.weight") and so quantizes them; the regex form fixes that, the
+    plain name serves older releases, and bitsandbytes skips them either way."""
     if quantize == "none":
         return None
     if quantize in ("fp8", "int8"):
@@ -52,6 +58,8 @@ def quantization_config(quantize: str, library: str) -> Any | None:
             from diffusers import TorchAoConfig
         else:
             from transformers import TorchAoConfig
+        if keep:
+            return TorchAoConfig(quant_type, modules_to_not_convert=[*keep, *(rf".*\.{name}" for name in keep)])
         return TorchAoConfig(quant_type)
     if quantize == "nf4":
         try:

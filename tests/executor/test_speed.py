@@ -36,8 +36,15 @@ def test_int8_shrinks_the_counted_weights_and_keeps_the_image(tiny_settings: Any
         image = pixels(ex.run("generate", ARGS).image)
         quantized = ex.counters
         transformer = next(iter(ex.models()._transformers.values()))
-        weight = transformer.transformer_blocks[0].attn.to_q.weight
-    assert type(weight).__name__ == "Int8Tensor"
+        attn = transformer.transformer_blocks[0].attn
+        weight = attn.to_qkv.weight
+        t5_wo = ex.models().shared()["text_encoder_2"].encoder.block[0].layer[1].DenseReluDense.wo.weight
+        t5_wi = ex.models().shared()["text_encoder_2"].encoder.block[0].layer[1].DenseReluDense.wi.weight
+    # q, k and v fused before quantizing (the unfused copies dropped), each fused row with its own scale
+    assert type(weight).__name__ == "Int8Tensor" and not hasattr(attn, "to_q") and attn.fused_projections
+    assert weight.scale.numel() == weight.shape[0]
+    # transformers keeps T5's wo out of quantization (``_keep_in_fp32_modules``), as the planner counts it
+    assert type(t5_wi).__name__ == "Int8Tensor" and type(t5_wo).__name__ != "Int8Tensor"
     assert quantized.quantize == "int8" and counters.quantize == "none"
     before, after = counters.weight_bytes, quantized.weight_bytes
     # float32 linear weights become int8 (plus one scale per row): well under half the bytes
@@ -122,16 +129,18 @@ def test_cuda_only_quantizations_say_so_on_the_cpu(tiny_settings: Any) -> None:
     assert auto.models().quantize == "none"
 
 
-def test_attention_auto_is_native_on_the_cpu() -> None:
-    from emage_agent.executor.acceleration import choose_attention
+def test_attention_auto_is_native_on_the_cpu(tiny_settings: Any) -> None:
+    from emage_agent.executor.acceleration import check_attention
 
-    assert choose_attention("auto", "cpu") == "native"
-    assert choose_attention("flex", "cpu") == "flex"
+    assert Executor(tiny_settings).models().speed.attention == "native"
+    check_attention("flex")
     import importlib.util
 
     if importlib.util.find_spec("sageattention") is None:
         with pytest.raises(UserError, match="EMAGE_ATTENTION: sage attention needs the sageattention package"):
-            choose_attention("sage", "cuda")
+            check_attention("sage")
+        with pytest.raises(UserError, match="sageattention"):
+            Executor(tiny_settings.model_copy(update={"attention": "sage"})).models()
 
 
 # ---- CUDA only: run on a GPU machine with `pytest -m gpu tests/test_speed.py` ---------------------------
