@@ -97,7 +97,13 @@ def memory_plan(
     compile_setting = settings.compile if settings else "auto"
     attention = settings.attention if settings else "auto"
     choice = choose_speed(
-        quantize, compile_setting, attention, gpu, installed=installed_attention(), n_transformers=n_transformers, vlm=vlm
+        quantize,
+        compile_setting,
+        attention,
+        gpu,
+        installed=installed_attention(),
+        n_transformers=n_transformers,
+        vlm=vlm,
     )
     plan = plan_memory(vram, choice.quantize, vlm=vlm, n_transformers=n_transformers).model_dump(mode="json")
     plan["pipeline_peak_bytes"] = pipeline_peak(choice.quantize)

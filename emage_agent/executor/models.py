@@ -44,6 +44,7 @@ from emage_agent.executor.quantize import (
     quantize_on_device,
 )
 from emage_agent.executor.speed_choice import choose_speed, describe_gpu, installed_attention
+from emage_agent.executor.swapping import HostCopies
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,17 @@ class ModelManager:
             self.policy = settings.residency
         else:
             from emage_agent.executor.planner import plan_memory
+            from emage_agent.executor.swapping import bandwidth_class, measure_pinned_bandwidth
 
+            link, bus = bandwidth_class(measure_pinned_bandwidth(self.device))
             # FLUX loads before the first judgement, so the local VLM's bytes are still free here
-            self.plan = plan_memory(free, self.quantize, n_transformers=n, vlm=local_vlm)
+            self.plan = plan_memory(
+                free, self.quantize, n_transformers=n, vlm=local_vlm, bus_bytes_per_s=bus, link=f"{link} (measured)"
+            )
             self.policy, self.offload_mode = self.plan.residency, self.plan.offload_mode
             log.info("memory plan: %s (%s)", self.policy, self.plan.advice)
         counters.residency = self.policy
+        self._host = HostCopies(pin=self.device == "cuda")
         from emage_agent.executor.acceleration import Speed
 
         self.speed = Speed(settings, self.device, choice, counters)
@@ -187,7 +193,9 @@ class ModelManager:
                     dtype=self.dtype if weights else None,
                     library=library,
                     weights=weights,
-                    quantization=quantization_config(self.quantize, library, T5_KEPT) if name == "text_encoder_2" else None,
+                    quantization=quantization_config(self.quantize, library, T5_KEPT)
+                    if name == "text_encoder_2"
+                    else None,
                     device_map=self._placement() if name == "text_encoder_2" else None,
                 )
                 for name, cls, library, weights in parts
@@ -265,10 +273,7 @@ class ModelManager:
         """The tool's pipeline, ready to run: its transformer on the device, by the policy's means."""
         pipe = self.pipeline(tool)
         if self.policy == "swap":
-            for transformer in self._transformers.values():
-                if transformer is not pipe.transformer:
-                    move(transformer, "cpu", self.counters)
-            move(pipe.transformer, self.device, self.counters)
+            self.swap_to(pipe.transformer)
         elif self.policy == "offload":
             # Hooks are re-installed per run: the shared modules carry the last pipeline's hooks.
             if self.offload_mode == "sequential":
@@ -277,6 +282,15 @@ class ModelManager:
                 pipe.enable_model_cpu_offload(device=self.device)
                 self._count_offload_moves(pipe)
         return pipe
+
+    def swap_to(self, active: Any) -> None:
+        """Only ``active`` on the device: the others drop their device copy (their pinned host copies,
+        made once, stay), then ``active`` comes in from its pinned copy."""
+        for transformer in self._transformers.values():
+            if transformer is not active and module_device(transformer) != "cpu":
+                self.counters.bytes_to_host += self._host.swap_out(transformer)
+        if module_device(active) != self.device:
+            self.counters.bytes_to_device += self._host.swap_in(active, self.device)
 
     def _count_offload_moves(self, pipe: Any) -> None:
         """Count what accelerate's hooks move; each model goes back to the host before the run ends."""

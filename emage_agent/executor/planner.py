@@ -33,7 +33,8 @@ from emage_agent.executor.quantize import NF4_BLOCK, NF4_DOUBLE_QUANT
 
 CONFIGS = Path(__file__).with_name("configs")
 GB = 10**9
-# Host-to-device bandwidth a pinned PCIe 4.0 x16 link sustains in practice.
+# Host-to-device bandwidth a pinned PCIe 4.0 x16 link sustains in practice: the plan's figure where no
+# link was measured (``swapping.bandwidth_class`` names the measured one).
 BUS_BYTES_PER_S = 25 * GB
 # Published FLUX.1-dev 1024x1024, 28 steps, bf16 eager on one H100; the yardstick for "slower".
 REFERENCE_IMAGE_S = 6.6
@@ -56,7 +57,13 @@ COMPONENTS: dict[str, tuple[str, str, str, str]] = {
     "segmenter": ("clipseg-rd64-refined.json", "transformers", "CLIPSegForImageSegmentation", "helper"),
 }
 OffloadMode = Literal["none", "model", "sequential"]
-TRANSFORMER_ORDER = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill", "transformer:kontext"]
+TRANSFORMER_ORDER = [
+    "transformer:base",
+    "transformer:canny",
+    "transformer:depth",
+    "transformer:fill",
+    "transformer:kontext",
+]
 MAX_SIDE = 2048  # the tools' largest width and height
 LOCAL_VLM = "local_vlm"  # its key in ``MemoryPlan.components``
 # Local VLMs whose published config ships with EMage: model id -> config file.
@@ -205,7 +212,9 @@ def pipeline_peak(
     """Peak bytes of one FLUX.1 pipeline alone (transformer, encoders, VAE, activations): what the
     published measurements report, and the figure a benchmark's inference-only peak compares with."""
     weights = component_bytes("transformer:kontext" if kontext else "transformer:base", quantize, kept_fp32=kept_fp32)
-    weights += sum(component_bytes(n, quantize, kept_fp32=kept_fp32) for n in COMPONENTS if COMPONENTS[n][3] == "shared")
+    weights += sum(
+        component_bytes(n, quantize, kept_fp32=kept_fp32) for n in COMPONENTS if COMPONENTS[n][3] == "shared"
+    )
     return weights + activation_bytes(width, height, kontext=kontext)
 
 
@@ -225,6 +234,8 @@ class MemoryPlan(BaseModel):
     peak_at_max_bytes: int  # the same residency at 2048x2048, the largest size the tools allow (VAE tiled)
     bus_bytes_per_image: int
     tool_switch_bytes: int
+    tool_switch_seconds: float
+    link: str
     extra_seconds_per_image: float
     slowdown_vs_resident: float
     advice: str
@@ -241,13 +252,16 @@ def plan_memory(
     width: int = 1024,
     height: int = 1024,
     kept_fp32: bool | None = None,
+    bus_bytes_per_s: int = BUS_BYTES_PER_S,
+    link: str = "PCIe 4.0 x16 (assumed)",
 ) -> MemoryPlan:
     """The fastest residency whose peak fits ``vram_bytes`` (or the one asked for), with its costs.
 
     ``vlm``: the local VLM that judges or plans in this process (None: a remote one); it stays on
     the device, so it joins the helpers in every peak. ``headroom``: the activations' bytes; None:
     ``activation_bytes`` at ``width`` x ``height`` (Kontext's doubled tokens when it is among the
-    transformers). ``kept_fp32``: see ``component_bytes``."""
+    transformers). ``kept_fp32``: see ``component_bytes``. ``bus_bytes_per_s``/``link``: the pinned
+    host-to-device rate of the card's link, measured where there is a card."""
     kontext = n_transformers >= len(TRANSFORMER_ORDER)
     if headroom is None:
         headroom = activation_bytes(width, height, kontext=kontext)
@@ -281,9 +295,10 @@ def plan_memory(
         else:
             bus = encoders + largest
     switch = 0 if policy == "resident" else largest
-    extra = bus / BUS_BYTES_PER_S
+    extra = bus / bus_bytes_per_s
     slowdown = (REFERENCE_IMAGE_S + extra) / REFERENCE_IMAGE_S
-    advice = _advice(policy, mode, quantize, extra, slowdown, switch) + _vlm_note(vlm, sizes.get(LOCAL_VLM))
+    advice = _advice(policy, mode, quantize, extra, slowdown, switch, bus_bytes_per_s, link)
+    advice += _vlm_note(vlm, sizes.get(LOCAL_VLM))
     peak_at_max = peak - headroom + at_max
     if peak <= vram_bytes < peak_at_max:
         advice += f"; 2048x2048 would need {peak_at_max / GiB:.1f} GiB: keep images near 1024x1024"
@@ -301,6 +316,8 @@ def plan_memory(
         peak_at_max_bytes=peak_at_max,
         bus_bytes_per_image=bus,
         tool_switch_bytes=switch,
+        tool_switch_seconds=round(switch / bus_bytes_per_s, 2),
+        link=link,
         extra_seconds_per_image=round(extra, 2),
         slowdown_vs_resident=round(slowdown, 2),
         advice=advice,
@@ -319,13 +336,15 @@ def _wanted(name: str, n_transformers: int) -> bool:
     return TRANSFORMER_ORDER.index(name) < max(1, n_transformers)
 
 
-def _advice(policy: str, mode: str, quantize: str, extra: float, slowdown: float, switch: int) -> str:
+def _advice(
+    policy: str, mode: str, quantize: str, extra: float, slowdown: float, switch: int, bus: int, link: str
+) -> str:
     if policy == "resident":
         return "every model stays on the device: tool switches move nothing"
     if policy == "swap":
         return (
             f"one transformer at a time: each tool switch moves {switch / GB:.1f} GB "
-            f"(about {switch / BUS_BYTES_PER_S:.1f} s at {BUS_BYTES_PER_S // GB} GB/s)"
+            f"(about {switch / bus:.1f} s at {bus // GB} GB/s over {link}, from pinned host copies)"
         )
     lighter = {"none": "fp8 (or int8 below compute capability 8.9)", "int8": "nf4", "fp8": "nf4"}.get(quantize)
     hint = f"; try --quantize {lighter}" if lighter else ""

@@ -37,7 +37,9 @@ def torchao_config(quantize: str) -> Any:
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig, PerRow
     except ImportError:
-        raise UserError(f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD) from None
+        raise UserError(
+            f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD
+        ) from None
     if quantize == "fp8":
         return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     return Int8WeightOnlyConfig(granularity=PerRow())  # per channel: one scale per output row
@@ -90,7 +92,10 @@ def fuse_qkv(transformer: Any) -> None:
     for module in transformer.modules():
         if not getattr(module, "fused_projections", False):
             continue
-        for fused, parts in (("to_qkv", ("to_q", "to_k", "to_v")), ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+        for fused, parts in (
+            ("to_qkv", ("to_q", "to_k", "to_v")),
+            ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+        ):
             if hasattr(module, fused):
                 for name in parts:
                     if hasattr(module, name):

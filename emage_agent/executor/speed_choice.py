@@ -63,9 +63,7 @@ def compile_cache_dir() -> Path:
     return Path(base) / "emage" / "torch-compile"
 
 
-def choose_quantize(
-    setting: str, gpu: GPU | None, n_transformers: int = 4, vlm: str | None = None
-) -> tuple[str, str]:
+def choose_quantize(setting: str, gpu: GPU | None, n_transformers: int = 4, vlm: str | None = None) -> tuple[str, str]:
     """The quantization for ``setting`` on ``gpu`` (None: the CPU), and why."""
     if setting != "auto":
         return setting, f"EMAGE_QUANTIZE={setting} as set"
@@ -132,7 +130,13 @@ def choose_speed(
     c, c_why = choose_compile(compile, gpu, long_lived)
     a, a_why = choose_attention(attention, gpu, installed if installed is not None else set())
     cache = str(compile_cache_dir()) if c != "off" else None
-    return SpeedChoice(quantize=q, compile=c, attention=a, compile_cache=cache, why={"quantize": q_why, "compile": c_why, "attention": a_why})
+    return SpeedChoice(
+        quantize=q,
+        compile=c,
+        attention=a,
+        compile_cache=cache,
+        why={"quantize": q_why, "compile": c_why, "attention": a_why},
+    )
 
 
 def describe_gpu(device: str) -> GPU | None:
