@@ -86,8 +86,9 @@ class SessionLoop:
             max_gpu_seconds=self.options.max_gpu_seconds,
         )
 
-    def _record_usage(self, step: int | None) -> None:
-        records = self._usage()
+    def _record_usage(self, step: int | None, records: list[dict[str, Any]] | None = None) -> None:
+        """Book the VLM calls this thread made (or ``records``, taken in another thread) on ``step``."""
+        records = self._usage() if records is None else records
         if records:
             self.store.record_calls(step, records)
             self.store.add_usage(vlm_calls=len(records))
@@ -102,16 +103,26 @@ class SessionLoop:
         current = self.view.current_evaluation()
         if current is not None and not pending:
             return current
+        request = self.judge_request(rec, pending)
+        try:
+            evaluation = self.evaluator.evaluate(*request)
+        finally:
+            self._record_usage(rec.step)
+        return self.settle(rec, pending, evaluation)
+
+    def judge_request(self, rec: StepRecord, pending: list[StepRecord]) -> tuple[bytes, str, str | None, Any]:
+        """The evaluator's arguments for ``rec``'s image (read here, on the store's thread)."""
         image = self.store.load_image(self.store.image_of(rec.step).id)
         info = self.store.info
         prompt = rec.prompt or info.current_prompt
         original = info.original_prompt if prompt != info.original_prompt else None
         feedback = [f.feedback for f in pending if f.feedback]
-        try:
-            evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
-        finally:
-            self._record_usage(rec.step)
+        return png_bytes(image), prompt, original, feedback or None
+
+    def settle(self, rec: StepRecord, pending: list[StepRecord], evaluation: Evaluation) -> Evaluation:
+        """Record ``rec``'s evaluation (after the detector's check) and roll back a regression."""
         if self.detector_check is not None:
+            image = self.store.load_image(self.store.image_of(rec.step).id)
             evaluation = self.detector_check(image, evaluation)
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
@@ -169,7 +180,6 @@ class SessionLoop:
         report = self.execute(call, decision={"strategy": "initial"}, vetoes=[])
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field="generate")
-        self.evaluate_head()
         more_candidates(self, call, {"strategy": "initial"}, base=None)
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
@@ -307,7 +317,6 @@ class SessionLoop:
                 break
             if call.name in IMAGE_TOOLS:
                 produced_image = True
-                self.evaluate_head()
                 more_candidates(self, call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
             follow = self._follow_up(rec)
