@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from emage_agent.loop.session_loop import SessionLoop
 
 MAX_PARALLEL_JUDGES = 4  # in flight at once for one session; the transport's limiter paces them further
+OVERLAP = True  # False: generate, judge, generate, judge (the benchmark's baseline)
 
 
 def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any], base: int | None) -> None:
@@ -37,6 +38,9 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any],
     tried = [first]
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_JUDGES, loop.options.candidates)) as judges:
         judging = [_judge(loop, judges)]
+        if not OVERLAP:
+            _settle_in_order(loop, judging)
+            judging.clear()
         for index in range(1, loop.options.candidates):
             if base is not None:
                 loop.store.revert(base)
@@ -49,6 +53,9 @@ def more_candidates(loop: SessionLoop, call: ToolCall, decision: dict[str, Any],
                 break
             tried.append(loop.store.info.head_step)
             judging.append(_judge(loop, judges))
+            if not OVERLAP:
+                _settle_in_order(loop, judging)
+                judging.clear()
         _settle_in_order(loop, judging)
     kept = [r for r in (loop.store.step(s) for s in set(tried) if s is not None) if r.score is not None]
     kept = [r for r in kept if not r.rolled_back]
