@@ -285,7 +285,14 @@ class ModelManager:
 
     def swap_to(self, active: Any) -> None:
         """Only ``active`` on the device: the others drop their device copy (their pinned host copies,
-        made once, stay), then ``active`` comes in from its pinned copy."""
+        made once, stay), then ``active`` comes in from its pinned copy. bitsandbytes' 4-bit parameters
+        carry their quantization state in their own class: they move by ``Module.to``, as before."""
+        if self.quantize == "nf4":
+            for transformer in self._transformers.values():
+                if transformer is not active:
+                    move(transformer, "cpu", self.counters)
+            move(active, self.device, self.counters)
+            return
         for transformer in self._transformers.values():
             if transformer is not active and module_device(transformer) != "cpu":
                 self.counters.bytes_to_host += self._host.swap_out(transformer)
