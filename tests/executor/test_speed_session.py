@@ -39,3 +39,9 @@ def test_cli_session_records_its_speed_settings(cli_settings: Any, fake_gemini: 
 def test_bad_quantize_is_one_line(cli_settings: Any, tmp_path: Path) -> None:
     result = emage("a red fox", *SMALL, "--quantize", "fp4", env=cli_env(cli_settings), cwd=tmp_path)
     assert result.returncode == 2 and "EMAGE_QUANTIZE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_compile_mode_is_one_line(cli_settings: Any, tmp_path: Path) -> None:
+    result = emage("a red fox", *SMALL, "--compile", "fast", env=cli_env(cli_settings), cwd=tmp_path)
+    assert result.returncode == 2 and "EMAGE_COMPILE" in result.stderr and "max-autotune" in result.stderr
+    assert "Traceback" not in result.stderr
