@@ -230,8 +230,8 @@ class ModelManager:
             )
             if torchao or self.speed.compile != "off":  # bf16 eager stays exactly as published
                 fuse_qkv(transformer)
-            if torchao:  # fused first, then each layer quantized where it will run
-                quantize_on_device(transformer, self.quantize, self.device)
+            if torchao:  # fused first, then each layer quantized where it will run (offload: the host)
+                quantize_on_device(transformer, self.quantize, "cpu" if self.policy == "offload" else self.device)
             self.speed.prepare(transformer)
             self._transformers[source] = self._count_weights(component, transformer)
         return self._transformers[source]

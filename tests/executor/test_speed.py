@@ -143,6 +143,26 @@ def test_attention_auto_is_native_on_the_cpu(tiny_settings: Any) -> None:
             Executor(tiny_settings.model_copy(update={"attention": "sage"})).models()
 
 
+def test_compiled_runs_put_the_vae_in_channels_last_and_tile_large_decodes(tiny_settings: Any) -> None:
+    import torch
+
+    from emage_agent.executor.acceleration import set_vae_tiling
+
+    settings = tiny_settings.model_copy(update={"compile": "regional", "compile_backend": "eager"})
+    with Executor(settings) as ex:
+        vae = ex.models().shared()["vae"]
+        assert vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert hasattr(vae.decode, "_torchdynamo_orig_callable")  # the decode is compiled
+        assert ex.counters.compile == "regional" and ex.counters.speed_why["compile"] == "EMAGE_COMPILE=regional as set"
+    set_vae_tiling(vae, 2048, 2048)
+    assert vae.use_tiling
+    set_vae_tiling(vae, 1024, 1024)
+    assert not vae.use_tiling
+    with Executor(tiny_settings) as exact:  # auto on the CPU: nothing compiled, the VAE as loaded
+        plain_vae = exact.models().shared()["vae"]
+        assert not hasattr(plain_vae.decode, "_torchdynamo_orig_callable")
+
+
 # ---- CUDA only: run on a GPU machine with `pytest -m gpu tests/test_speed.py` ---------------------------
 
 cuda = pytest.mark.gpu
@@ -169,6 +189,22 @@ def test_gpu_quantization_counts_fewer_bytes(tiny_settings: Any, quantize: str) 
             ex.run("generate", ARGS)
             sizes[q] = ex.counters.weight_bytes["transformer:base"]
     assert sizes[quantize] < sizes["none"]
+
+
+@cuda
+def test_gpu_auto_is_fp8_per_row_fused_and_quantized_on_the_device(tiny_settings: Any) -> None:
+    import torch
+
+    settings = _cuda_settings(tiny_settings, quantize="auto", compile="off")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    with Executor(settings) as ex:
+        ex.run("generate", ARGS)
+        transformer = next(iter(ex.models()._transformers.values()))
+        weight = transformer.transformer_blocks[0].attn.to_qkv.weight
+        assert ex.counters.quantize == "fp8" and "fp8" in ex.counters.speed_why["quantize"]
+    assert type(weight).__name__ == "Float8Tensor" and weight.device.type == "cuda"
+    assert weight.scale.numel() == weight.shape[0]  # one scale per row
 
 
 @cuda
