@@ -105,6 +105,8 @@ def memory_plan(
         n_transformers=n_transformers,
         vlm=vlm,
     )
+    if capability is None:
+        choice.why["quantize"] += " (no GPU here: a Hopper-class card assumed)"
     plan = plan_memory(vram, choice.quantize, vlm=vlm, n_transformers=n_transformers).model_dump(mode="json")
     plan["pipeline_peak_bytes"] = pipeline_peak(choice.quantize)
     plan["speed"] = choice.model_dump(mode="json")
