@@ -248,10 +248,13 @@ class Agent:
 
         speed = speed_settings(self.settings)
         counters = getattr(self._executor, "counters", None)
-        for key in ("quantize", "attention", "residency"):
+        for key in ("quantize", "compile", "attention", "residency"):
             value = getattr(counters, key, None)
             if isinstance(value, str):
                 speed[key] = value
+        why = getattr(counters, "speed_why", None)
+        if why:
+            speed["why"] = dict(why)
         store.update_options({"speed": speed})
 
     def open(self, session: str | Path) -> Session:

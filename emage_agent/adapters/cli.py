@@ -40,6 +40,7 @@ UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__
 SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench", "serve"}
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
+COMPILE_HELP = "off, regional, full, max-autotune or auto (overrides EMAGE_COMPILE)."
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -53,10 +54,10 @@ def _check_options(options: dict[str, Any]) -> None:
         raise UserError(str(exc).split(": ", 1)[-1], field=field) from None
 
 
-def _settings(device: str | None = None, quantize: str | None = None) -> Any:
+def _settings(device: str | None = None, quantize: str | None = None, compile_mode: str | None = None) -> Any:
     from emage_agent.core.settings import load_settings
 
-    overrides = {"device": device, "quantize": quantize}
+    overrides = {"device": device, "quantize": quantize, "compile": compile_mode}
     return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
@@ -89,6 +90,7 @@ def run_command(
     out: Annotated[Path, typer.Option(help="Parent directory for sessions.")] = Path("emage-sessions"),
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
     quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
+    compile_mode: Annotated[str | None, typer.Option("--compile", help=COMPILE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
@@ -97,7 +99,7 @@ def run_command(
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
     _check_options(options)
-    settings = _settings(device, quantize)
+    settings = _settings(device, quantize, compile_mode)
     agent, view = _agent(settings, quiet=as_json)
     agent.root = out
     agent.check_ready()

@@ -50,7 +50,7 @@ class GpuActor:
         from emage_agent.executor import Executor
 
         self.settings = Settings(_env_file=None, **settings)
-        self.executor = Executor(self.settings)
+        self.executor = Executor(self.settings, long_lived=True)
 
     def pid(self) -> int:
         return os.getpid()

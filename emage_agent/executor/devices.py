@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 Policy = Literal["resident", "swap", "offload"]
 GiB = 1024**3
-# Room for activations, the VAE decode and the allocator's slack at 1024x1024 in bfloat16.
-DEFAULT_HEADROOM = 4 * GiB
+# Room for activations, the VAE decode and the allocator's slack at 1024x1024 in bfloat16
+# (``activations.activation_bytes`` has it as a function of the image size).
+DEFAULT_HEADROOM = 4 * GiB + GiB // 2
 
 
 def resolve_device(settings: Settings) -> str:

@@ -33,10 +33,12 @@ SEED_LIMIT = 2**32
 class Executor:
     """Runs FLUX.1 tools and mask making; thread-safe, one tool at a time on the device."""
 
-    def __init__(self, settings: Settings, local_vlm: str | None = None) -> None:
-        """``local_vlm``: the local VLM model that shares this device (its bytes join the memory plan)."""
+    def __init__(self, settings: Settings, local_vlm: str | None = None, long_lived: bool = False) -> None:
+        """``local_vlm``: the local VLM model that shares this device (its bytes join the memory plan);
+        ``long_lived``: this process serves many sessions (``auto`` speed settings count on it)."""
         self.settings = settings
         self.local_vlm = local_vlm
+        self.long_lived = long_lived
         self._counters = ExecutorCounters()
         self._manager: Any = None
         self._lock = threading.RLock()
@@ -52,7 +54,9 @@ class Executor:
             if self._manager is None:
                 from emage_agent.executor.models import ModelManager
 
-                self._manager = ModelManager(self.settings, self._counters, local_vlm=self.local_vlm)
+                self._manager = ModelManager(
+                    self.settings, self._counters, local_vlm=self.local_vlm, long_lived=self.long_lived
+                )
             return self._manager
 
     def run(

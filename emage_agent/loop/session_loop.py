@@ -78,7 +78,7 @@ class SessionLoop:
         self.detector_check = (
             None
             if detector is None
-            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self._record_usage)
+            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self.record_usage)
         )
 
     # ---- small helpers -------------------------------------------------------------
@@ -98,8 +98,13 @@ class SessionLoop:
             max_gpu_seconds=self.options.max_gpu_seconds,
         )
 
-    def _record_usage(self, step: int | None) -> None:
-        records = self._usage()
+    def take_usage(self) -> list[dict[str, Any]]:
+        """The VLM call records made on this thread since the last take (candidates judge in worker threads)."""
+        return self._usage()
+
+    def record_usage(self, step: int | None, records: list[dict[str, Any]] | None = None) -> None:
+        """Book the VLM calls this thread made (or ``records``, taken in another thread) on ``step``."""
+        records = self._usage() if records is None else records
         if records:
             self.store.record_calls(step, records)
             self.store.add_usage(vlm_calls=len(records))
@@ -114,16 +119,26 @@ class SessionLoop:
         current = self.view.current_evaluation()
         if current is not None and not pending:
             return current
+        request = self.judge_request(rec, pending)
+        try:
+            evaluation = self.evaluator.evaluate(*request)
+        finally:
+            self.record_usage(rec.step)
+        return self.settle(rec, pending, evaluation)
+
+    def judge_request(self, rec: StepRecord, pending: list[StepRecord]) -> tuple[bytes, str, str | None, Any]:
+        """The evaluator's arguments for ``rec``'s image (read here, on the store's thread)."""
         image = self.store.load_image(self.store.image_of(rec.step).id)
         info = self.store.info
         prompt = rec.prompt or info.current_prompt
         original = info.original_prompt if prompt != info.original_prompt else None
         feedback = [f.feedback for f in pending if f.feedback]
-        try:
-            evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
-        finally:
-            self._record_usage(rec.step)
+        return png_bytes(image), prompt, original, feedback or None
+
+    def settle(self, rec: StepRecord, pending: list[StepRecord], evaluation: Evaluation) -> Evaluation:
+        """Record ``rec``'s evaluation (after the detector's check) and roll back a regression."""
         if self.detector_check is not None:
+            image = self.store.load_image(self.store.image_of(rec.step).id)
             evaluation = self.detector_check(image, evaluation)
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
@@ -181,12 +196,11 @@ class SessionLoop:
         report = self.execute(call, decision=Decision(strategy="initial"), kind="initial")
         if not report.ok:
             raise UserError(report.summary.removeprefix("error: "), field=call.name)
-        self.evaluate_head()
         self._candidates(call, Decision(strategy="initial"), base=None)
 
     def _candidates(self, call: ToolCall, decision: Decision, base: int | None) -> None:
         best = more_candidates(self, call, decision, base=base)
-        if best is not None:
+        if best is not None and self.options.candidates > 1:
             self._emit(f"kept candidate step {best.step} (score {best.score:.2f})", ev.Decided(step=best.step))
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
@@ -316,7 +330,6 @@ class SessionLoop:
                 break
             if call.name in IMAGE_TOOLS:
                 produced_image = True
-                self.evaluate_head()
                 self._candidates(call, decision, base=base)
         if not produced_image and reports and reports[-1].ok and get_tool(calls[-1][0].name).rewrites_prompt:
             follow = self._follow_up(rec)
@@ -432,7 +445,7 @@ class SessionLoop:
             self._emit(f"planner failed ({exc}); the selector decides this step", ev.Warned())
             return None
         finally:
-            self._record_usage(self.store.info.head_step)
+            self.record_usage(self.store.info.head_step)
 
     # ---- executing -----------------------------------------------------------------
     def execute(
@@ -508,7 +521,7 @@ class SessionLoop:
         evaluation = self.view.current_evaluation()
         issues = evaluation.issues if evaluation else []
         result = self.rewriter.rewrite(info.current_prompt, info.original_prompt, issues, call.args.get("focus"))
-        self._record_usage(info.head_step)
+        self.record_usage(info.head_step)
         self.store.set_prompt(result.prompt)
         record = record.model_copy(update={"prompt": result.prompt, "note": f"{result.source}: {result.rationale}"})
         self.store.commit_step(record)
