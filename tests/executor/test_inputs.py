@@ -84,7 +84,7 @@ def test_bad_input_names_the_field_before_any_model_loads(
 
 
 def test_rewrite_prompt_explains_who_runs_it(fresh: Executor) -> None:
-    with pytest.raises(InvalidArgument, match="Gemini"):
+    with pytest.raises(InvalidArgument, match="the VLM"):
         fresh.run("rewrite_prompt", {})
 
 
