@@ -6,11 +6,12 @@ Every model setting takes a hub id or a local directory in the hub's layout. Sec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from emage_agent.core.errors import UserError
 
@@ -129,6 +130,10 @@ def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning a bad value into a ``UserError`` that names the variable."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a list or dict variable that is not JSON: pydantic-settings names only the field
+        found = re.search(r'field "(\w+)"', str(exc))
+        env = f"EMAGE_{found.group(1).upper()}" if found else "settings"
+        raise UserError("is not valid JSON; give a JSON list such as '[\"studio.lan\"]'", field=env) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first.get("loc") else "settings"

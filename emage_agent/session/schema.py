@@ -7,6 +7,7 @@ EMage is refused with a ``UserError`` rather than misread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -38,12 +39,15 @@ MIGRATIONS: tuple[str, ...] = (
         extra TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL);
     """,
 )
+# How long a connection waits for another process's lock on session.db before the session is called busy.
+# An environment knob (not a Settings field) because the store opens databases without settings at hand.
+BUSY_WAIT_S = float(os.environ.get("EMAGE_DB_WAIT_S") or 30)
 JSON_COLS = ("args", "evaluation", "vetoes", "decision", "clamps", "timings", "tokens")  # step columns held as JSON
 
 
 def connect(db: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (the store opens its own transactions), WAL, full sync, foreign keys."""
-    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=BUSY_WAIT_S)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
