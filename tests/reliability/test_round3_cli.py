@@ -3,7 +3,6 @@ in a step, a decompression bomb, 16-bit and EXIF-rotated start pictures. Real ``
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import sqlite3
@@ -95,7 +94,8 @@ class Slow(ScriptedExecutor):
 
 init = api.Agent.__init__
 def scripted(self, settings=None, **kw):
-    kw.update(executor=Slow(), evaluator=ScriptedEvaluator([0.5]), rewriter=ScriptedRewriter(), planner_factory=lambda: None)
+    kw.update(executor=Slow(), evaluator=ScriptedEvaluator([0.5]), rewriter=ScriptedRewriter())
+    kw.update(planner_factory=lambda: None)
     init(self, settings, **kw)
 api.Agent.__init__ = scripted
 from emage_agent.adapters.cli import main
