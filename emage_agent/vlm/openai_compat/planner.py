@@ -18,7 +18,7 @@ from emage_agent.core.resources import load_prompt
 from emage_agent.core.tools import export_tools, load_contracts
 from emage_agent.vlm.openai_compat.client import OpenAIClient
 from emage_agent.vlm.openai_compat.evaluator import answer_text, image_part, text_part
-from emage_agent.vlm.parsing import extract_json
+from emage_agent.vlm.parsing import extract_json, load_json
 from emage_agent.vlm.turns import (
     Pending,
     allowed_tools,
@@ -37,9 +37,9 @@ def _arguments(raw: Any) -> tuple[dict[str, Any], str | None]:
     if isinstance(raw, dict):
         return raw, None
     try:
-        value = json.loads(raw or "{}")
-    except (TypeError, json.JSONDecodeError) as exc:
-        return {}, f"the arguments are not JSON ({exc})"
+        value = load_json(raw or "{}")
+    except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError, and so are load_json's bounds
+        return {}, f"the arguments are not JSON ({str(exc)[:200]})"
     return (value, None) if isinstance(value, dict) else ({}, "the arguments are not a JSON object")
 
 
