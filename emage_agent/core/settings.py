@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     # Host names the web UI answers to besides its bind address (EMAGE_UI_ALLOWED_HOSTS='["studio.lan"]').
     ui_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_open_sessions: int = Field(default=32, ge=1, le=10_000)  # sessions the MCP server keeps open at most
+    mcp_http_sessions: int = Field(default=64, ge=1, le=10_000)  # MCP HTTP client sessions; least recent idle ends
 
     @property
     def edit_enabled(self) -> bool:
