@@ -1,18 +1,22 @@
 """Fault-injection soak: many sessions against a misbehaving Gemini, random kill -9 and resume, a hostile MCP client.
 
 What runs for real: every session is its own process with the real ``Agent``, loop, SQLite store and
-``google-genai`` client, talking to the fake Gemini endpoint on 127.0.0.1 (``tests/fake_gemini.py``),
-which answers a share of requests (``--faults``) with a 503, a 429, prose without a score, or a score
-of 1.7. Images come from a stand-in executor (solid colours, a short sleep per tool), so the soak
-needs no model weights and no GPU. Some sessions are killed with SIGKILL at a random moment and
-resumed; any session that ends failed (Gemini kept failing) is resumed too, up to ``--max-resumes``.
-Meanwhile a hostile client drives ``emage-agent mcp --http`` on the same session root: foreign Host
-headers, paths out of the root, oversized prompts, unknown tools, size changes on refine, resource
-reads of every session, garbage bodies.
+``google-genai`` client, talking to the fake Gemini endpoint on 127.0.0.1 (``tests/fake_gemini.py``), which
+answers a share of requests (``--faults``) with a 503, a 429, prose without a score, a score of 1.7, JSON
+nested 10,000 deep (in the text, and in the body itself), a 2 MB summary, HTML in the summary, or a plan with
+a long non-Latin make_mask target. Images come from a stand-in executor (solid colours, a short sleep per
+tool), so the soak needs no model weights and no GPU. Some sessions are killed with SIGKILL at a random moment
+and resumed; any session that ends failed (Gemini kept failing) is resumed too, up to ``--max-resumes``.
+Meanwhile a hostile client drives ``emage-agent mcp --http`` on the same session root: foreign Host headers,
+paths out of the root, oversized prompts, unknown tools, size changes on refine, resource reads of every
+session, garbage bodies, a flood of ``initialize`` requests (then a new client must still get in), host-file
+probes (outside and missing must read the same), a 1 MB resource URI and a decompression bomb as a start
+picture.
 
-Printed and written to JSON (``--json``): sessions completed, steps lost (steps committed before a
-kill that are missing or unreadable afterwards), tracebacks seen (any process's stderr), unexpected
-errors, and the MCP server's open descriptors at start and end.
+Printed and written to JSON (``--json``): sessions completed, steps lost (steps committed before a kill that
+are missing or unreadable afterwards), tracebacks seen (any process's stderr), unexpected errors, the MCP
+server's open descriptors at start and end, and the largest ``session.db`` and ``report.html`` (model text is
+bounded where it lands) and any raw HTML from the judge in a report.
 
     python benchmarks/soak.py --sessions 200 --faults 0.3 --kills 20
 """
@@ -41,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from tests.support.fake_gemini import (  # noqa: E402 - the repository root goes on the path first
     FAKE_KEY,
     FakeGemini,
+    Reply,
     Request,
     error_reply,
     evaluation_reply,
@@ -48,6 +53,10 @@ from tests.support.fake_gemini import (  # noqa: E402 - the repository root goes
     rewrite_reply,
     text_reply,
 )
+
+DEEP = "[" * 10_000 + "]" * 10_000
+HTML = '<img src="http://beacon.example/p.png"> <a href="http://evil.example/">click</a>'
+DEEP_BODY = '{"candidates": [{"content": {"parts": [{"text": "x"}], "role": "model"}, "x": ' + DEEP + "}]}"
 
 STYLE = {"category": "style", "severity": 0.7, "description": "the car should be blue", "target": "car"}
 
@@ -108,7 +117,7 @@ class Faulty:
     def __call__(self, request: Request) -> Any:
         with self.lock:
             self.requests += 1
-            roll, pick, score = self.rng.random(), self.rng.randrange(4), self.rng.uniform(0.3, 0.95)
+            roll, pick, score = self.rng.random(), self.rng.randrange(9), self.rng.uniform(0.3, 0.95)
             if roll < self.rate:
                 self.faults += 1
         if roll < self.rate:
@@ -117,6 +126,13 @@ class Faulty:
                 error_reply(429, "RESOURCE_EXHAUSTED", "slow down"),
                 text_reply("I would rather not say."),
                 evaluation_reply(1.7) if request.purpose == "evaluate" else text_reply("?"),
+                text_reply('{"satisfaction_score": 0.5, "issues": ' + DEEP + "}"),
+                Reply(200, DEEP_BODY),
+                evaluation_reply(0.5, [STYLE], "s" * 2_000_000) if request.purpose == "evaluate" else text_reply("?"),
+                evaluation_reply(0.5, [STYLE], HTML) if request.purpose == "evaluate" else text_reply(HTML),
+                function_call_reply(("make_mask", {"target": "赤い車の上の狐" * 25, "threshold": 0.4}))
+                if request.purpose == "plan"
+                else text_reply("no"),
             ][pick]
         if request.purpose == "evaluate":
             return evaluation_reply(round(score, 2), [STYLE] if score < 0.8 else [])
@@ -158,7 +174,11 @@ class Hostile:
         if http.post(self.url, json=init, headers={**headers, "Host": "attacker.example"}).status_code != 421:
             self.breaches.append("foreign Host accepted")
         http.post(self.url, content=b"\x00{not json" * 100, headers=headers)
-        self.attempts += 2
+        for _ in range(150):  # a flood of sessions: the next client (``tools``) must still get in
+            if http.post(self.url, json=init, headers=headers).status_code != 200:
+                self.breaches.append("initialize refused during a flood")
+                break
+        self.attempts += 152
 
     async def tools(self) -> None:
         import httpx2
@@ -180,6 +200,7 @@ class Hostile:
                 self.attempts += 1
                 if not result.is_error:
                     self.breaches.append(f"{name} accepted {str(arguments)[:60]}")
+            await self.probes(client)
             for sid in self.sessions():
                 if self.stop.is_set():
                     break
@@ -192,6 +213,44 @@ class Hostile:
                     with contextlib.suppress(Exception):  # a nested id is not a session id: refused is fine
                         await client.read_resource(f"emage://sessions/{sid.split('/')[-1]}/artifacts/s1-image")
                     self.attempts += 1
+        await self.huge_uri()
+
+    async def probes(self, client: Any) -> None:
+        """Host-file probes and a decompression bomb: each must be refused plainly."""
+        answers = []
+        for path in ("/etc/passwd", "/etc/no-such-file"):
+            result = await client.call_tool("evaluate", {"image": path, "prompt": "x"})
+            answers.append(str(result.content[0].text).replace(path, "P") if result.content else "")
+        if answers[0] != answers[1]:
+            self.breaches.append("evaluate tells existing host files from missing ones")
+        bomb = self.root / "bomb.png"
+        if not bomb.exists():
+            bomb.write_bytes(bomb_png())
+        result = await client.call_tool("refine", {"prompt": "a fox", "image": str(bomb), "iterations": 0})
+        text = str(result.content[0].text) if result.content else ""
+        if not result.is_error or not text.startswith("bad input"):
+            self.breaches.append(f"a decompression bomb was not bad input: {text[:100]}")
+        self.attempts += 3
+
+    async def huge_uri(self) -> None:
+        """A 1 MB resource URI in its own client: the MCP client also sends it in a header, which uvicorn
+        refuses by closing the connection; either way nothing may come back that echoes it."""
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        uri = "emage://sessions/" + "a" * 1_000_000 + "/artifacts/s1-image"
+        try:
+            async with (
+                httpx2.AsyncClient(timeout=60) as http,
+                Client(streamable_http_client(self.url, http_client=http)) as client,
+            ):
+                await client.read_resource(uri)
+            self.breaches.append("a 1 MB resource URI was read")
+        except Exception as exc:  # noqa: BLE001 - refused is the point; its size is what matters
+            if len(str(exc)) > 2000:
+                self.breaches.append(f"a 1 MB resource URI was echoed ({len(str(exc))} characters)")
+        self.attempts += 1
 
     def run(self) -> None:
         import anyio
@@ -203,9 +262,23 @@ class Hostile:
                     self.raw(http)
                     anyio.run(self.tools)
                 except Exception as exc:  # noqa: BLE001 - the soak reports, it does not stop
+                    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # the task group's first cause
+                        exc = exc.exceptions[0]
                     self.breaches.append(f"client error {type(exc).__name__}: {str(exc)[:120]}")
                 self.warm.set()
                 self.stop.wait(1.0)
+
+
+def bomb_png(width: int = 40000, height: int = 40000) -> bytes:
+    """A PNG header claiming ``width`` x ``height``: a decompression bomb as it looks before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 # ---- the driver ----------------------------------------------------------------------------
@@ -320,6 +393,11 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             if step not in after or (image is not None and not (folder / image).is_file()):
                 lost += 1
     text = "\n".join(stderr_all)
+    dbs = [p.stat().st_size for p in root.glob("*/*/session.db")]
+    reports = list(root.glob("*/*/report.html"))
+    raw_html = sum(
+        1 for p in reports if 'src="http://beacon.example' in p.read_text(encoding="utf-8", errors="replace")
+    )
     return {
         "machine": f"{os.cpu_count()}-core CPU, no GPU (stand-in executor, fake Gemini on 127.0.0.1)",
         "sessions": args.sessions,
@@ -337,6 +415,9 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "hostile_breaches": hostile.breaches[:20],
         "mcp_fds_start": fds_start,
         "mcp_fds_end": fds_end,
+        "largest_session_db_kb": round(max(dbs, default=0) / 1024, 1),
+        "largest_report_kb": round(max((p.stat().st_size for p in reports), default=0) / 1024, 1),
+        "reports_with_raw_judge_html": raw_html,
         "seconds": round(time.monotonic() - started, 1),
         "root": str(root),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emage_agent.core.options import AgentEvent
+from emage_agent.core.events import AgentEvent
 from emage_agent.engine import GpuQueue, RateLimiter
 from tests.support.scripted import ScriptedExecutor, scripted_agent
 

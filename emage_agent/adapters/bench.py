@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from emage_agent.adapters.batch.results import spreadsheet_cell
 from emage_agent.core.detection import Detection, ObjectSpec
 from emage_agent.core.errors import UserError
 from emage_agent.core.tools import image_step_kinds
@@ -205,7 +206,7 @@ class Bench:
         with (self.out / "results.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(r.model_dump() for r in rows)
+            writer.writerows({k: spreadsheet_cell(v) for k, v in r.model_dump().items()} for r in rows)
         overall = self.overall(rows)
         (self.out / "results.json").write_text(
             json.dumps({"overall": overall, "rows": [r.model_dump() for r in rows]}, indent=2), encoding="utf-8"

@@ -3,17 +3,17 @@
 Start-up stays fast: torch, diffusers and google-genai load only inside the commands that
 need them. Every exception ends in one place (``outcome``): one scrubbed line on stderr and the
 exit code, never a traceback. Exit codes: 0 done, 1 a failure during the run (the session stays
-resumable), 2 bad usage, configuration or a damaged session, 3 the session is busy (another
-process is writing it), 130 interrupted.
+resumable; a full disk), 2 bad usage, configuration or a damaged session, 3 the session is busy (another
+process is writing it or holds its database), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import sqlite3
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +21,8 @@ import typer
 from rich.console import Console
 
 from emage_agent.adapters.flags import flag, option_flags
-from emage_agent.core.errors import EmageError, SessionBusy, UserError
+from emage_agent.adapters.outcome import interrupted, outcome, session_state, signals, terminate
+from emage_agent.core.errors import UserError
 from emage_agent.core.options import FIXED_OPTIONS
 from emage_agent.core.redact import install_log_scrubber, one_line
 
@@ -35,8 +36,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-# typer vendors its own click; find its usage-error class without importing a private module.
-UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench", "serve"}
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
@@ -110,6 +109,7 @@ def run_command(
             if exc.field != "session root":
                 raise
             raise UserError(str(exc).split(": ", 1)[-1], field="--out") from None
+        session_state["dir"] = session.dir
         view.session(session.dir, iterations=options["iterations"])
         summary = session.run()
     _finish(summary, as_json)
@@ -130,6 +130,7 @@ def resume_command(
     agent, view = _agent(settings, quiet=as_json)
     agent.check_ready()
     session = agent.open(session_dir)
+    session_state["dir"] = session.dir
     if options:
         session.configure(**options)  # they apply to the steps this resume runs
     with view:
@@ -383,39 +384,14 @@ def _bare_ray(args: list[str]) -> list[str]:
     return fixed
 
 
-RESUME_HINT = "(the session is saved; `emage-agent resume DIR` continues it)"
-# I/O errors that name something the user gave or can fix (a path, a permission), not a failure of the run.
-USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
-
-
-def outcome(exc: BaseException) -> tuple[int, str]:
-    """The exit code and the one line (scrubbed, no traceback) for anything that escapes a command."""
-    if isinstance(exc, typer.Exit):
-        return int(exc.exit_code or 0), ""
-    if isinstance(exc, UsageError):
-        return 2, f"error: {exc.format_message()}"  # type: ignore[attr-defined]
-    if isinstance(exc, typer.Abort | KeyboardInterrupt):
-        return 130, "interrupted; the session is saved and can be resumed"
-    if isinstance(exc, SessionBusy):
-        return 3, f"busy: {exc}"
-    if isinstance(exc, UserError):
-        return 2, f"error: {exc}"
-    if isinstance(exc, EmageError):
-        return 1, f"failed: {exc} {RESUME_HINT}"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return 1, f"failed: the disk is full ({exc.filename or 'while writing'}); free space, then resume {RESUME_HINT}"
-    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
-        where = f" {exc.filename}" if exc.filename else ""
-        return 2, f"error: cannot use{where}: {exc.strerror or exc}"
-    if isinstance(exc, sqlite3.DatabaseError):
-        return 2, f"error: the session database is damaged ({exc}); it cannot be continued as is"
-    return 1, f"failed: unexpected {type(exc).__name__}: {exc} {RESUME_HINT}"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``emage-agent "PROMPT"`` is ``emage-agent run "PROMPT"``."""
     install_log_scrubber()
     logging.captureWarnings(True)
+    session_state["dir"] = None
+    signals["terminated"] = False
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
@@ -423,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)
+        if code == 130:  # typer turned Ctrl-C or SIGTERM into a bare exit code: say what stopped it
+            raise interrupted()
     except (Exception, KeyboardInterrupt) as exc:  # the one place: every error becomes one line and a code
         code, line = outcome(exc)
         if line:

@@ -10,6 +10,7 @@ file is opened. The checks are pure path logic plus ``stat``; nothing is read or
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,17 +62,22 @@ def inside_root(value: str | Path, root: str | Path, *, field: str, kind: Litera
     if ".." in PurePath(text).parts or ".." in re.split(r"[\\/]", text):
         raise UserError(f"{text!r} contains '..'; give a path inside the session root", field=field)
     base = Path(root).resolve()
+    # One answer for "outside" and "missing", so a client cannot probe which host files exist.
+    refused = UserError(f"{text!r} is outside the session root {str(base)!r} or does not exist", field=field)
     candidate = Path(text)
     if not candidate.is_absolute():
         candidate = base / candidate
+    lexical = Path(os.path.normpath(candidate))
+    if not (lexical.is_relative_to(base) or lexical.is_relative_to(Path(os.path.abspath(root)))):
+        raise refused  # outside before anything is looked up on disk
     try:
         resolved = candidate.resolve(strict=True)
     except FileNotFoundError:
-        raise UserError(f"{text!r} does not exist inside the session root {str(base)!r}", field=field) from None
+        raise refused from None
     except (OSError, RuntimeError) as exc:  # symlink loops, permission errors
         raise UserError(f"{text!r} cannot be resolved ({exc.__class__.__name__})", field=field) from None
     if not resolved.is_relative_to(base):
-        raise UserError(f"{text!r} is outside the session root {str(base)!r}", field=field)
+        raise refused
     if kind == "file" and not resolved.is_file():
         raise UserError(f"{text!r} is not a regular file", field=field)
     if kind == "dir" and not resolved.is_dir():

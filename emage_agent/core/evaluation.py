@@ -12,8 +12,18 @@ from pydantic import BaseModel, Field, field_validator
 
 IssueCategory = Literal["object", "spatial", "style", "prompt", "semantic"]
 ISSUE_CATEGORIES: tuple[str, ...] = ("object", "spatial", "style", "prompt", "semantic")
+# Bounds on model text kept in sessions, reports and UIs (a judge once sent a 30 MB summary).
+MAX_SUMMARY_CHARS, MAX_DESCRIPTION_CHARS, MAX_TARGET_CHARS, MAX_ISSUES = 2000, 1000, 200, 24
 PROMPT_SIDE: frozenset[str] = frozenset({"prompt", "semantic"})
 IMAGE_SIDE: frozenset[str] = frozenset({"object", "spatial", "style"})
+
+
+def cut(text: Any, limit: int) -> Any:
+    """``text`` cut to ``limit`` characters, saying so; anything else as it came (pydantic judges it)."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    marker = f" [cut: {len(text)} characters]"
+    return text[: limit - len(marker)] + marker
 
 
 class Issue(BaseModel):
@@ -24,6 +34,16 @@ class Issue(BaseModel):
     description: str
     target: str | None = None
     box: list[int] | None = None
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _bounded_description(cls, text: Any) -> Any:
+        return cut(text, MAX_DESCRIPTION_CHARS)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _bounded_target(cls, text: Any) -> Any:
+        return cut(text, MAX_TARGET_CHARS)
 
     @field_validator("box")
     @classmethod
@@ -45,3 +65,13 @@ class Evaluation(BaseModel):
     summary: str = ""
     # Detector verification's changes and the boxes behind them (``verification.Evidence``); empty without one.
     evidence: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("summary", mode="before")
+    @classmethod
+    def _bounded_summary(cls, text: Any) -> Any:
+        return cut(text, MAX_SUMMARY_CHARS)
+
+    @field_validator("issues", mode="before")
+    @classmethod
+    def _bounded_issues(cls, issues: Any) -> Any:
+        return issues[:MAX_ISSUES] if isinstance(issues, list) else issues

@@ -6,11 +6,12 @@ Every model setting takes a hub id or a local directory in the hub's layout. Sec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from emage_agent.core.errors import UserError
 
@@ -108,6 +109,7 @@ class Settings(BaseSettings):
     # Host names the web UI answers to besides its bind address (EMAGE_UI_ALLOWED_HOSTS='["studio.lan"]').
     ui_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_open_sessions: int = Field(default=32, ge=1, le=10_000)  # sessions the MCP server keeps open at most
+    mcp_http_sessions: int = Field(default=64, ge=1, le=10_000)  # MCP HTTP client sessions; least recent idle ends
 
     @property
     def edit_enabled(self) -> bool:
@@ -132,6 +134,10 @@ def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning a bad value into a ``UserError`` that names the variable."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a list or dict variable that is not JSON: pydantic-settings names only the field
+        found = re.search(r'field "(\w+)"', str(exc))
+        env = f"EMAGE_{found.group(1).upper()}" if found else "settings"
+        raise UserError("is not valid JSON; give a JSON list such as '[\"studio.lan\"]'", field=env) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first.get("loc") else "settings"

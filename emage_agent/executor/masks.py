@@ -37,7 +37,12 @@ def segment(manager: ModelManager, image: Image.Image, target: str) -> np.ndarra
     import torch
 
     model, processor = manager.segmenter()
-    inputs = processor(text=[target], images=[image], padding="max_length", return_tensors="pt").to(manager.device)
+    # CLIP's text encoder holds 77 positions; a longer target (58 Japanese characters suffice) is cut to them
+    # rather than failing the step, and every later resume with it.
+    limit = int(model.config.text_config.max_position_embeddings)
+    inputs = processor(
+        text=[target], images=[image], padding="max_length", truncation=True, max_length=limit, return_tensors="pt"
+    ).to(manager.device)
     with torch.inference_mode():
         logits = model(**inputs).logits
     probability = torch.sigmoid(logits.float()).reshape(logits.shape[-2:]).cpu().numpy()

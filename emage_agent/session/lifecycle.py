@@ -19,12 +19,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from emage_agent.core.errors import ExecutionFailure, UserError
+from emage_agent.core.errors import ExecutionFailure, SessionBusy, UserError
 from emage_agent.session.files import fsync_dir, new_session_id, pid_alive, remove_dead_temps, utc_now
 from emage_agent.session.records import ROLE_DIRS
-from emage_agent.session.schema import VLM_CALL_TABLE, connect, migrate
+from emage_agent.session.schema import BUSY_WAIT_S, VLM_CALL_TABLE, connect, migrate
 
 DB_NAME = "session.db"
+BUSY_ERRORS = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED: another process holds the database
 DISK_ERRORS = (10, 13)  # SQLITE_IOERR, SQLITE_FULL: the storage failed, the database may be fine
 NEW_DIR = re.compile(r"^\.new-(.+)\.(\d+)$")  # a session being created: .new-<id>.<pid>
 
@@ -120,7 +121,14 @@ def open_database(session_dir: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         if conn is not None:
             conn.close()
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in DISK_ERRORS:  # the disk, not the session, is at fault
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in BUSY_ERRORS:  # another process holds the database: busy, not damaged
+            raise SessionBusy(
+                f"{session_dir / DB_NAME} is locked by another process ({exc}) and stayed locked for "
+                f"{BUSY_WAIT_S:g}s; wait for it to finish, then try again",
+                field="session",
+            ) from None
+        if code in DISK_ERRORS:  # the disk, not the session, is at fault
             raise ExecutionFailure(
                 f"{session_dir / DB_NAME} could not be read or written ({exc}); is the disk full?"
             ) from None

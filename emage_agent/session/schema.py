@@ -7,6 +7,7 @@ EMage is refused with a ``UserError`` rather than misread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -41,12 +42,15 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE gemini_call RENAME TO vlm_call",
 )
 VLM_CALL_TABLE = "vlm_call"  # the one spelling of the VLM call log's table
+# How long a connection waits for another process's lock on session.db before the session is called busy.
+# An environment knob (not a Settings field) because the store opens databases without settings at hand.
+BUSY_WAIT_S = float(os.environ.get("EMAGE_DB_WAIT_S") or 30)
 JSON_COLS = ("args", "evaluation", "vetoes", "decision", "clamps", "timings", "tokens")  # step columns held as JSON
 
 
 def connect(db: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (the store opens its own transactions), WAL, full sync, foreign keys."""
-    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=BUSY_WAIT_S)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -28,12 +28,74 @@ CATEGORY_SYNONYMS = {
     "ambiguity": "prompt", "prompt_issue": "prompt",
     "meaning": "semantic", "semantics": "semantic", "intent": "semantic",
 }  # fmt: skip
+MAX_ANSWER_CHARS = 200_000  # a model answer (or a tool call's arguments) longer than this is not read at all
+MAX_JSON_DEPTH = 32  # deeper nesting is no answer of ours (and 100,000 brackets end in RecursionError)
 SCORE_KEYS = ("satisfaction_score", "satisfactionScore", "score", "satisfaction", "overall_score")
 
 
+class TooDeep(UnreadableAnswer):
+    """A transport could not decode the answer: it nests too deeply (asked again, like a malformed one)."""
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply ``[``/``{`` nest in ``text`` outside JSON strings, scanned without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def value_depth(value: Any) -> int:
+    """How deeply lists and dicts nest in an already-parsed value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def answer_problem(text: str) -> str | None:
+    """Why a model's text is not read as JSON (too long, nested too deeply), or None when it may be."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return f"the answer is {len(text)} characters long; at most {MAX_ANSWER_CHARS} are read"
+    depth = nesting_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        return f"the answer nests {depth} levels of brackets; at most {MAX_JSON_DEPTH} are read"
+    return None
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` with the bounds above: ``ValueError`` (naming the bound) instead of a huge or deep value."""
+    problem = answer_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return json.loads(text)
+
+
 def extract_json(text: str | None) -> Any | None:
-    """The first JSON object in ``text``: the whole text, a fenced block, or the first decodable ``{...}``."""
-    if not text or not text.strip():
+    """The first JSON object in ``text``: the whole text, a fenced block, or the first decodable ``{...}``.
+
+    None for text beyond the bounds (``answer_problem``): it is asked for again, never parsed.
+    """
+    if not text or not text.strip() or answer_problem(text):
         return None
     candidates = [text.strip()]
     candidates += re.findall(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
@@ -204,6 +266,9 @@ def read_evaluation(parsed: Any, text: str | None) -> tuple[Evaluation, dict[int
     found = evaluation_from_dict(decoded)
     if found:
         return found[0], found[1], "json_in_text"
+    problem = answer_problem(text or "")
+    if problem:
+        raise UnreadableAnswer(f"the evaluation was not read: {problem}")
     if isinstance(decoded, dict) and any(k in decoded for k in SCORE_KEYS):  # a score, but not in [0, 1]
         snippet = (text or "").strip().replace("\n", " ")[:200]
         raise UnreadableAnswer(f"the evaluation has no satisfaction score in [0, 1]: {snippet!r}")
@@ -227,8 +292,14 @@ def read_answer(
     raises ``UnreadableAnswer``, with the model's text scrubbed of secrets.
     """
     for attempt in range(1, ANSWER_ATTEMPTS + 1):
-        parsed, text = ask()
+        problem = None
         try:
+            parsed, text = ask()
+        except TooDeep as deep:  # a body too deep for the SDK's decoder is a malformed answer too
+            parsed, text, problem = None, None, str(deep)
+        try:
+            if problem:
+                raise UnreadableAnswer(problem)
             return read_evaluation(parsed, text)
         except UnreadableAnswer as exc:
             message = scrub(str(exc))

@@ -14,6 +14,7 @@ from emage_agent.core.errors import InvalidArgument
 from emage_agent.core.planning import PlanError, PlanningContext, PlanResult, ToolCall
 from emage_agent.core.resources import load_prompt
 from emage_agent.core.tools import load_contracts, validate_arguments
+from emage_agent.vlm.parsing import MAX_JSON_DEPTH, value_depth
 
 
 @dataclass
@@ -45,6 +46,10 @@ def read_calls(calls: list[Pending], allowed: list[str], max_calls: int, text: s
     dropped: list[str] = []
     for pending in calls:
         if pending.error:  # the backend could not even read the call (arguments that are not JSON)
+            result.errors.append(PlanError(kind="invalid_arguments", message=pending.error, tool=pending.name))
+            continue
+        if value_depth(pending.args) > MAX_JSON_DEPTH:
+            pending.error = f"the arguments nest deeper than {MAX_JSON_DEPTH} levels; give flat values"
             result.errors.append(PlanError(kind="invalid_arguments", message=pending.error, tool=pending.name))
             continue
         if pending.name not in known:

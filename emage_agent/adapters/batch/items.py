@@ -106,22 +106,38 @@ def _json_item(text: str, number: int) -> Item:
         raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
+def _decode_lines(data: bytes) -> tuple[list[str], set[int]]:
+    """The file's lines as text, and the (1-based) numbers of those that are not UTF-8 (left empty)."""
+    lines: list[str] = []
+    undecodable: set[int] = set()
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append("")
+            undecodable.add(number)
+    return lines, undecodable
+
+
 def read_items(path: Path) -> tuple[list[Item], list[BadLine]]:
     """The items of ``path`` and the lines skipped. JSONL when the name ends .jsonl or lines start with '{'."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path} does not exist", field="PROMPTS") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} cannot be read as UTF-8 text ({type(exc).__name__})", field="PROMPTS") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or type(exc).__name__})", field="PROMPTS") from None
+    # A BOM (Notepad, Excel) is no part of the first prompt; a line that is not UTF-8 is skipped on its own.
+    lines, undecodable = _decode_lines(data.removeprefix(b"\xef\xbb\xbf"))
     filled = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     as_json = Path(path).suffix.lower() in (".jsonl", ".ndjson") or (bool(filled) and filled[0].startswith("{"))
     items: list[Item] = []
-    bad: list[BadLine] = []
+    bad: list[BadLine] = [BadLine(line=n, message="not UTF-8 text; skipped") for n in undecodable]
     first_line: dict[str, int] = {}
+    folders: dict[str, Item] = {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
-        if not text or text.startswith("#"):
+        if not text or text.startswith("#") or number in undecodable:
             continue
         try:
             item = _json_item(text, number) if as_json else Item(id=f"line-{number}", prompt=text, line=number)
@@ -132,7 +148,14 @@ def read_items(path: Path) -> tuple[list[Item], list[BadLine]]:
             bad.append(BadLine(line=number, message=f"duplicate id {item.id!r} (first on line {first_line[item.id]})"))
             continue
         first_line[item.id] = number
+        other = folders.get(item.folder.lower())  # lower: case-insensitive file systems merge them too
+        if other is not None:
+            message = f"id {item.id!r} maps to the same folder as id {other.id!r} (line {other.line}); rename one"
+            bad.append(BadLine(line=number, message=message))
+            continue
+        folders[item.folder.lower()] = item
         items.append(item)
+    bad.sort(key=lambda b: b.line)
     if not items and not bad:
         raise UserError(f"{path} holds no prompt", field="PROMPTS")
     return items, bad

@@ -53,6 +53,18 @@ def row_for(item: Item, outcome: Outcome) -> ResultRow:
     )
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: one that would start a formula gets a leading quote (OWASP)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_results(out: Path, rows: list[ResultRow]) -> None:
     jsonl = "".join(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n" for r in rows)
     atomic_write_bytes(out / JSONL_NAME, jsonl.encode())
@@ -60,5 +72,5 @@ def write_results(out: Path, rows: list[ResultRow]) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(ResultRow.model_fields), lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.model_dump(mode="json").items()})
+        writer.writerow({k: spreadsheet_cell(v) for k, v in r.model_dump(mode="json").items()})
     atomic_write_bytes(out / CSV_NAME, buf.getvalue().encode())

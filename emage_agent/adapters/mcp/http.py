@@ -20,6 +20,7 @@ from typing import Any
 from mcp.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
 
+from emage_agent.adapters.mcp.httpsessions import HTTP_SESSIONS, IDLE_S, SessionTable
 from emage_agent.adapters.netguard import HostGuard, host_rule
 from emage_agent.adapters.netguard import is_loopback as is_loopback
 from emage_agent.core.errors import UserError
@@ -68,6 +69,7 @@ def http_app(
     port: int | None = None,
     token: str | None = None,
     allowed_hosts: Sequence[str] = (),
+    sessions: int = HTTP_SESSIONS,
 ) -> Any:
     """The streamable HTTP ASGI app; refuses a non-loopback host without a token, enforces any token, and
     answers only requests whose Host/Origin name this bind (``port`` None: any port) or ``allowed_hosts``."""
@@ -80,14 +82,25 @@ def http_app(
     # The Host/Origin check is ours (``HostGuard``, shared with the web UI); the SDK's transport keeps its
     # Content-Type check. Host first: a foreign page does not even learn that a token is needed.
     app = server.streamable_http_app(
-        host=host, transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        host=host,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        session_idle_timeout=IDLE_S,
+        max_sessions=sessions * 2,  # our table ends idle sessions first; this only backs it up
     )
+    app = SessionTable(app, sessions)
     return HostGuard(BearerAuth(app, token) if token else app, host_rule(host, port, allowed_hosts))
 
 
-def serve_http(server: Server[Any], host: str, port: int, token: str | None, allowed_hosts: Sequence[str] = ()) -> None:
+def serve_http(
+    server: Server[Any],
+    host: str,
+    port: int,
+    token: str | None,
+    allowed_hosts: Sequence[str] = (),
+    sessions: int = HTTP_SESSIONS,
+) -> None:
     """Serve ``server`` on ``http://host:port/mcp`` until stopped (the app is built, and checked, first)."""
-    app = http_app(server, host=host, port=port, token=token, allowed_hosts=allowed_hosts)
+    app = http_app(server, host=host, port=port, token=token, allowed_hosts=allowed_hosts, sessions=sessions)
     import uvicorn
 
     shown = f"[{host}]" if ":" in host else host

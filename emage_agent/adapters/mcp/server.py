@@ -181,7 +181,9 @@ def serve(
         anyio.run(_run_stdio, server)
         return
     token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
-    serve_http(server, host, port, token or None, allowed_hosts=settings.mcp_allowed_hosts)
+    serve_http(
+        server, host, port, token or None, allowed_hosts=settings.mcp_allowed_hosts, sessions=settings.mcp_http_sessions
+    )
 
 
 async def _run_stdio(server: Server[Any]) -> None:

@@ -319,7 +319,8 @@ class EmageTools:
                 raise UserError(f"unknown resource {uri[:80]!r}", field="uri")
             data = await anyio.to_thread.run_sync(self.read_artifact, *match.group("session_id", "artifact_id"))
         except (EmageError, OSError) as exc:
-            raise MCPError(code=types.INVALID_PARAMS, message=one_line(str(exc), 300), data={"uri": uri}) from None
+            data_uri = {"uri": uri[:200]}  # a head of the URI only: a 1 MB one is not echoed back
+            raise MCPError(code=types.INVALID_PARAMS, message=one_line(str(exc), 300), data=data_uri) from None
         blob = base64.b64encode(data).decode()
         return types.ReadResourceResult(
             contents=[types.BlobResourceContents(uri=uri, mime_type="image/png", blob=blob)]

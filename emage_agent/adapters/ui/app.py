@@ -23,6 +23,7 @@ from emage_agent.adapters.ui.guards import check_step, check_upload
 from emage_agent.adapters.ui.runs import UI_DIR, Run, Studio
 from emage_agent.core.errors import EmageError, UserError
 
+UPLOAD_CACHE = (600, 3600)  # every 10 minutes, Gradio deletes uploads and copies older than an hour
 CSS = (  # fixed thumbnail sizes: a gallery with one or two items would otherwise stretch them across the page
     "#status {min-height: 1.5em} .emage-title {margin-bottom: 0}"
     " #steps .grid-container {grid-template-columns: repeat(4, minmax(100px, 1fr)) !important}"
@@ -42,7 +43,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except EmageError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(views.toast(str(exc))) from None
 
     return wrapper
 
@@ -53,7 +54,7 @@ def _guard_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[An
         try:
             yield from fn(*args, **kwargs)
         except EmageError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(views.toast(str(exc))) from None
 
     return wrapper
 
@@ -91,8 +92,8 @@ class Page:
                     downloads.append(str(report))
             header = f"**Session** `{store.id}` · {store.info.status}"
             if store.info.stopped_because:
-                header += f" ({store.info.stopped_because})"
-        status = f"{header} · {status}" if status else header
+                header += f" ({views.plain(store.info.stopped_because)})"
+        status = f"{header} · {views.plain(status)}" if status else header
         return session_id, numbers, chosen, status, items, annotated, text, downloads
 
     def follow(self, run: Run) -> Iterator[tuple]:
@@ -110,12 +111,12 @@ class Page:
                     yield (gr.skip(),) * 3 + (self.render_status(run),) + (gr.skip(),) * 4
             if finished:
                 if run.error:
-                    raise gr.Error(run.error)
+                    raise gr.Error(views.toast(run.error))
                 return
             self.studio.wait(run, seen)
 
     def render_status(self, run: Run) -> str:
-        return f"**Session** `{run.session_id}` · running · {run.status()}"
+        return f"**Session** `{run.session_id}` · running · {views.plain(run.status())}"
 
     def sessions(self) -> tuple[list[tuple[str, str]], list[str]]:
         rows = self.studio.sessions()
@@ -177,7 +178,7 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
     d = controls.defaults(defaults)
     page = Page(studio)
     guard_stream = _guard_stream
-    with gr.Blocks(title="EMage") as demo:
+    with gr.Blocks(title="EMage", delete_cache=UPLOAD_CACHE) as demo:
         session, numbers, selected, session_ids = gr.State(None), gr.State([]), gr.State(None), gr.State([])
         gr.Markdown("# EMage", elem_classes="emage-title")
         gr.Markdown(INTRO)
@@ -186,8 +187,8 @@ def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
                 prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red fox sitting on the roof of a blue car")
                 with gr.Accordion("Options", open=False):
                     option_controls = [controls.control(name, d[name]) for name in controls.UI_OPTIONS]
-                    start_image = gr.Image(
-                        label="Start from an image (optional)", type="filepath", sources=["upload"], height=160
+                    start_image = gr.File(  # a file, not gr.Image: EMage reads it and says what is wrong with it
+                        label="Start from an image (optional)", type="filepath", height=160
                     )
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary")

@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from emage_agent.adapters.netguard import is_loopback
 from emage_agent.core.errors import UserError
+from emage_agent.core.pictures import load_start_image
 
 AUTH_ENV = "EMAGE_UI_AUTH"
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -104,7 +105,6 @@ def check_upload(path: str | Path | None, field: str) -> Image.Image | None:
                 raise UserError(f"is {width}x{height}; each side must be {MIN_SIDE} to {MAX_SIDE} pixels", field=field)
             if width % 16 or height % 16:
                 raise UserError(f"is {width}x{height}; both sides must be multiples of 16", field=field)
-            img.load()
-            return img.convert("RGB")
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
         raise UserError("is not a readable image; upload a PNG, JPEG or WebP file", field=field) from None
+    return load_start_image(file, field=field)[0]  # as the person sees it: EXIF orientation, 16-bit tones

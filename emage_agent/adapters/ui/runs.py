@@ -10,6 +10,7 @@ position, the current diffusion step, and a halt flag that ends the run after th
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import zipfile
@@ -70,6 +71,14 @@ class Run:
         if self.halt.is_set():
             parts.append("stopping after this step")
         return " · ".join(parts + [self.last])
+
+
+def _mtime(path: Path) -> float:
+    """When an entry last changed; 0 for one that cannot be stat'ed (a dangling link, a vanished folder)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class Studio:
@@ -190,9 +199,9 @@ class Studio:
     def sessions(self) -> list[dict[str, Any]]:
         """Every session in the folder, newest first: id, prompt, best score and image, status, date."""
         rows = []
-        for folder in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        for folder in sorted(self.root.iterdir(), key=_mtime, reverse=True):
             if folder.name.startswith(".") or not (folder / "session.db").is_file():
-                continue
+                continue  # (a dangling link is no file either: one bad entry never empties the list)
             try:
                 with SessionStore.open(folder) as store:
                     info, best = store.info, store.best()
@@ -208,7 +217,7 @@ class Studio:
                             "date": info.updated_at,
                         }
                     )
-            except EmageError:
+            except (EmageError, OSError, sqlite3.Error):
                 continue  # a folder that is not a readable session is not offered
         return rows
 

@@ -6,12 +6,14 @@ No Gradio here: the app hands these values to its components, and tests read the
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from emage_agent.core.decisions import Decision
 from emage_agent.session import IMAGE_TOOLS, SessionStore, StepRecord
 
 GalleryItem = tuple[str, str]  # (image path, caption)
+_LINKISH = re.compile(r":/|www\.|@", re.IGNORECASE)  # what Markdown renderers auto-link: schemes, www., e-mail
 
 
 def _score(value: float | None) -> str:
@@ -111,5 +113,22 @@ def session_caption(row: dict[str, Any]) -> str:
 
 
 def _md(text: str) -> str:
-    """Text from the judge or a person, shown as text: no HTML, no Markdown links or images."""
-    return html.escape(text).replace("[", "\\[").replace("]", "\\]").replace("*", "\\*").replace("_", "\\_")
+    """Text from the judge or a person, shown as text: no HTML, no Markdown links or images, and no bare URL
+    that the renderer would turn into a live link (a zero-width space breaks ``://`` and ``www.``)."""
+    text = html.escape(text).replace("[", "\\[").replace("]", "\\]").replace("*", "\\*").replace("_", "\\_")
+    return _LINKISH.sub(lambda m: m.group(0)[:-1] + "\u200b" + m.group(0)[-1], text)
+
+
+MAX_SHOWN = 2000  # characters of one message the page shows
+
+
+def plain(text: str | None) -> str:
+    """Model or user text for a Markdown component (the status line): bounded, escaped, shown as text."""
+    text = text or ""
+    return _md(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + " …")
+
+
+def toast(text: str | None) -> str:
+    """A message for a ``gr.Error`` toast, which Gradio renders as HTML: bounded and escaped."""
+    text = " ".join((text or "").split())
+    return html.escape(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + " …")

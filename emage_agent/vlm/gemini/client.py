@@ -30,7 +30,9 @@ from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnsw
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import available_tools
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
+from emage_agent.vlm.deadline import DeadlineTransport
 from emage_agent.vlm.gemini.wire import function_declarations, send
+from emage_agent.vlm.parsing import TooDeep
 from emage_agent.vlm.transport import Reply, Request
 
 log = logging.getLogger("emage_agent.vlm.gemini")
@@ -129,6 +131,7 @@ class GeminiClient:
             base_url=settings.gemini_base_url or None,
             api_version=settings.gemini_api_version,
             timeout=max(1, int(settings.gemini_timeout_s * 1000)),
+            client_args={"transport": DeadlineTransport(settings.gemini_timeout_s)},  # per request, not per read
         )
         self._client = genai.Client(vertexai=False, api_key=key, http_options=options)
 
@@ -207,8 +210,11 @@ class GeminiClient:
             what = "did not answer in time" if "timeout" in type(exc).__name__.lower() else "could not be reached"
             raise VLMUnavailable(
                 f"Gemini {what} ({type(exc).__name__}: {self.scrub(str(exc))[:200]}) after "
-                f"{state.record.attempts} attempt(s); timeout per attempt {s.gemini_timeout_s}s"
+                f"{state.record.attempts} attempt(s); each attempt has {s.gemini_timeout_s:g}s in all "
+                f"(EMAGE_GEMINI_TIMEOUT_S), retries {s.gemini_max_retry_s:g}s (EMAGE_GEMINI_MAX_RETRY_S)"
             ) from None
+        except RecursionError:  # the SDK decodes the body itself; 100,000 brackets overflow its decoder
+            raise TooDeep("Gemini's answer nests too deeply to be read") from None
         except genai_errors.UnknownApiResponseError as exc:
             raise UnreadableAnswer(f"Gemini sent a response that is not JSON: {self.scrub(str(exc))[:300]}") from None
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

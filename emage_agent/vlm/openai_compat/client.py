@@ -28,6 +28,7 @@ from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnsw
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s, recorded
+from emage_agent.vlm.deadline import DeadlineTransport
 from emage_agent.vlm.openai_compat.wire import send
 from emage_agent.vlm.transport import Reply, Request
 
@@ -113,7 +114,10 @@ class OpenAIClient:
         self._sleep = sleep
         initial = retry_initial_s if retry_initial_s is not None else settings.openai_retry_initial_s
         self._retry_initial_s = max(0.0, float(initial))
-        self._client = OpenAI(api_key=key or NO_KEY, base_url=base, timeout=settings.openai_timeout_s, max_retries=0)
+        http = openai.DefaultHttpxClient(transport=DeadlineTransport(settings.openai_timeout_s))  # per request
+        self._client = OpenAI(
+            api_key=key or NO_KEY, base_url=base, timeout=settings.openai_timeout_s, max_retries=0, http_client=http
+        )
         self.server = str(self._client.base_url).rstrip("/")
 
     def __repr__(self) -> str:
@@ -218,8 +222,9 @@ class OpenAIClient:
                 last: BaseException = exc
             except openai.APIConnectionError as exc:  # includes timeouts
                 retryable, last = True, exc
-            except (json.JSONDecodeError, ValueError, TypeError) as exc:
-                raise UnreadableAnswer(f"{self.server} sent an answer that is not a chat completion: {exc}") from None
+            except (json.JSONDecodeError, ValueError, TypeError, RecursionError) as exc:
+                what = str(exc)[:200] if not isinstance(exc, RecursionError) else "it nests too deeply to decode"
+                raise UnreadableAnswer(f"{self.server} sent an answer that is not a chat completion: {what}") from None
             elapsed = time.monotonic() - started
             budget = s.openai_max_retry_s - elapsed
             if not retryable or record.attempts >= s.openai_max_attempts or budget <= 0:
@@ -241,7 +246,8 @@ class OpenAIClient:
             what = "did not answer in time" if isinstance(exc, openai.APITimeoutError) else "could not be reached"
             return VLMUnavailable(
                 f"{self.server} {what} after {record.attempts} attempt(s) "
-                f"(timeout per attempt {self.settings.openai_timeout_s}s)"
+                f"(each attempt has {self.settings.openai_timeout_s:g}s in all, EMAGE_OPENAI_TIMEOUT_S; "
+                f"retries {self.settings.openai_max_retry_s:g}s, EMAGE_OPENAI_MAX_RETRY_S)"
             )
         assert isinstance(exc, openai.APIStatusError)
         code = exc.status_code

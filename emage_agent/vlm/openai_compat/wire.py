@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from emage_agent.vlm.parsing import extract_json
+from emage_agent.vlm.parsing import extract_json, load_json
 from emage_agent.vlm.transport import Reply, Request, Turn, split_results
 from emage_agent.vlm.turns import Pending
 
@@ -63,9 +63,9 @@ def _arguments(raw: Any) -> tuple[dict[str, Any], str | None]:
     if isinstance(raw, dict):
         return raw, None
     try:
-        value = json.loads(raw or "{}")
-    except (TypeError, json.JSONDecodeError) as exc:
-        return {}, f"the arguments are not JSON ({exc})"
+        value = load_json(raw or "{}")
+    except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError, and so are load_json's bounds
+        return {}, f"the arguments are not JSON ({str(exc)[:200]})"
     return (value, None) if isinstance(value, dict) else ({}, "the arguments are not a JSON object")
 
 
