@@ -8,6 +8,7 @@ models load once per process), one client per VLM backend in use (``EMAGE_VLM`` 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class Agent:
         on_event: Callable[[AgentEvent], None] | None = None,
         limiter: Any = None,
         calls: CallLog | None = None,
+        demo: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         remember_settings(self.settings)  # configured secrets are scrubbed from everything that leaves
@@ -86,6 +88,7 @@ class Agent:
             threshold_relax_per_iteration=0.0, edit_tool=self.settings.edit_enabled
         )
         self.on_event = on_event
+        self.demo = demo  # sessions are marked DEMO and planned by the selector (see ``demo_agent``)
 
     # ---- collaborators, built on first use ------------------------------------------
     @property
@@ -171,12 +174,15 @@ class Agent:
         *,
         image: str | Path | Image.Image | None = None,
         mask: str | Path | Image.Image | None = None,
+        announce: Callable[[Session], None] | None = None,
         **options: Any,
     ) -> Session:
         """Create a session and make its first image (generated and evaluated).
 
         ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
-        ``mask`` (white = may change) limits every repair to a region of it.
+        ``mask`` (white = may change) limits every repair to a region of it. ``announce`` sees the new
+        session before any work, so a display can name its folder from the first second. A failure or an
+        interruption before the first step is committed leaves no folder behind.
         """
         _clean_prompt(prompt)
         if mask is not None and image is None:
@@ -189,22 +195,27 @@ class Agent:
             region = load_region_mask(mask, picture.size) if mask is not None else None
             options = {**options, "width": picture.width, "height": picture.height}
         session = self.create(prompt, **options)
+        if announce is not None:
+            announce(session)
         try:
             if picture is not None:
                 session.loop.start_from(picture, region, note)
             else:
                 session.loop.start()
         except BaseException:
-            session.try_report()
+            if not session.discard_if_empty():
+                self.record_speed(session.store)
+                session.try_report()
             raise
-        finally:
-            self.record_speed(session.store)  # as the executor resolved them, once it has loaded
+        self.record_speed(session.store)  # as the executor resolved them, once it has loaded
         session.write_report()
         return session
 
     def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
         """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
         prompt = _clean_prompt(prompt)
+        if self.demo:
+            options = {**options, "demo": True, "planner": "selector"}
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
@@ -269,6 +280,18 @@ class Agent:
             "note": report.summary,
             "prompt": session.store.info.current_prompt,
         }
+
+
+def demo_agent(root: Path | str | None = None, **agent_kwargs: Any) -> Agent:
+    """An agent for ``--demo``: the real loop, executor and store on tiny random-weight models built on the fly,
+    judged by a scripted in-process judge. No GPU, key or network; every session it makes says DEMO."""
+    from emage_agent.executor.tiny import demo_family
+    from emage_agent.vlm.demo import DemoJudge
+
+    family = demo_family()
+    settings = family.settings(hf_token=None, **({"session_root": Path(root)} if root is not None else {}))
+    judge = DemoJudge()
+    return Agent(settings, root=root, evaluator=judge, rewriter=judge, demo=True, **agent_kwargs)
 
 
 def _clean_prompt(prompt: str | None) -> str:
@@ -349,6 +372,17 @@ class Session:
     def close(self) -> None:
         """Close the session's database (its files stay); the object is not used afterwards."""
         self.store.close()
+
+    def discard_if_empty(self) -> bool:
+        """Remove the session's folder when no step was ever committed (nothing to resume); True if removed."""
+        try:
+            if self.store.steps():
+                return False
+        except Exception:  # noqa: BLE001 - an unreadable new session holds nothing worth keeping either
+            log.debug("new session unreadable; discarding it", exc_info=True)
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return True
 
     def history(self) -> list[dict[str, Any]]:
         return self.store.summary()["history"]

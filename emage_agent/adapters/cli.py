@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from emage_agent.adapters.endings import CURRENT, resume_line
+from emage_agent.adapters.logsink import StderrLog
 from emage_agent.core.errors import EmageError, SessionBusy, UserError
 from emage_agent.core.redact import install_log_scrubber, one_line
 
@@ -45,6 +47,11 @@ OPTION_NAMES = {
     "adaptive_step": "--adaptive-step",
 }
 ADAPTIVE_HELP = "Lower the threshold while the scores plateau (see --adaptive-floor, --adaptive-step)."
+DEMO_HELP = "Try EMage without a GPU or key: tiny random-weight models built on the fly and a scripted judge."
+VERBOSE_HELP = "Also show log records and other libraries' warnings on stderr (they are always in emage.log)."
+STDERR = StderrLog(verbose=True)  # replaced in ``main``; tests that call commands directly keep stderr as it is
+# What a demo session looks like when the user did not choose: small and quick on any CPU.
+DEMO_DEFAULTS = {"width": 128, "height": 128, "steps": 4}
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -65,12 +72,38 @@ def _settings(device: str | None = None, quantize: str | None = None) -> Any:
     return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
-def _agent(settings: Any, *, quiet: bool) -> tuple[Any, Any]:
+def _agent(settings: Any, *, quiet: bool, demo: bool = False, root: Path | None = None) -> tuple[Any, Any]:
     from emage_agent.adapters.progress import ProgressView
-    from emage_agent.api import Agent
 
     view = ProgressView(err, enabled=not quiet)
+    if demo:
+        from emage_agent.api import demo_agent
+
+        if not quiet:
+            err.print("DEMO: building tiny random-weight models (once) and a scripted judge ...", markup=False)
+        return demo_agent(root, on_event=view.handle), view
+    from emage_agent.api import Agent
+
     return Agent(settings, on_event=view.handle), view
+
+
+def _announce(view: Any, iterations: int | None) -> Any:
+    """What a command does the moment its session folder exists: name it, and keep the log there."""
+
+    def announce(session: Any) -> None:
+        CURRENT.session = session.dir
+        STDERR.attach(session.dir)
+        view.session(session.dir, iterations=iterations)
+
+    return announce
+
+
+def _was_demo(session_dir: Path) -> bool:
+    """Whether a session was made by ``--demo`` (its summary says so): it continues on the demo's models."""
+    try:
+        return bool(json.loads((session_dir / "summary.json").read_text(encoding="utf-8")).get("demo"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _finish(summary: dict[str, Any], as_json: bool) -> None:
@@ -78,12 +111,18 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(summary) + "\n")
         return
     out = Console(highlight=False, soft_wrap=True)  # paths stay on one line, ready to copy
-    for label, value in (
+    where = Path(summary["session_dir"])
+    rows = [
         ("Stopped", summary["stopped_because"]),
         ("Best score", f"{summary['satisfaction_score']} (step {summary['best_step']})"),
+        ("Iterations", f"{summary.get('iterations')} ({summary.get('steps')} steps)"),
         ("Best image", summary["final_image"]),
-        ("Session", f"{summary['session_dir']}  (report.html inside; `emage-agent resume DIR` continues it)"),
-    ):
+        ("Report", str(where / "report.html")),
+        ("Session", f"{where}  (continue it with: {resume_line(where)})"),
+    ]
+    if summary.get("demo"):
+        rows.insert(0, ("DEMO", "tiny random-weight models and a scripted judge: the flow is real, the images are not"))
+    for label, value in rows:
         out.print(f"{label}: {value}", markup=False)
 
 
@@ -113,8 +152,14 @@ def run_command(
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
     candidates: Annotated[int, typer.Option(help="First images and variants per repair; the best is kept.")] = 1,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
 ) -> None:
-
+    if demo:  # the demo's own small size where the user kept the defaults
+        width, height = (
+            (DEMO_DEFAULTS["width"], DEMO_DEFAULTS["height"]) if (width, height) == (1024, 1024) else (width, height)
+        )
+        steps = steps if steps is not None else DEMO_DEFAULTS["steps"]
     options = dict(
         iterations=iterations,
         threshold=threshold,
@@ -134,18 +179,17 @@ def run_command(
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
     _check_options(options)
-    settings = _settings(device, quantize)
-    agent, view = _agent(settings, quiet=as_json)
+    settings = None if demo else _settings(device, quantize)
+    agent, view = _agent(settings, quiet=as_json, demo=demo, root=out)
     agent.root = out
     agent.check_ready()
     with view:
         try:
-            session = agent.start(prompt, image=image, mask=mask, **options)
+            session = agent.start(prompt, image=image, mask=mask, announce=_announce(view, iterations), **options)
         except UserError as exc:
             if exc.field != "session root":
                 raise
             raise UserError(str(exc).split(": ", 1)[-1], field="--out") from None
-        view.session(session.dir, iterations=iterations)
         summary = session.run()
     _finish(summary, as_json)
 
@@ -156,13 +200,15 @@ def resume_command(
     iterations: Annotated[int | None, typer.Option(help="Run this many more iterations.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
 ) -> None:
-    settings = _settings(device)
-    agent, view = _agent(settings, quiet=as_json)
+    demo = _was_demo(session_dir)
+    settings = None if demo else _settings(device)
+    agent, view = _agent(settings, quiet=as_json, demo=demo, root=session_dir.parent)
     agent.check_ready()
     session = agent.open(session_dir)
     with view:
-        view.session(session.dir, iterations=iterations or session.store.info.options.get("iterations"))
+        _announce(view, iterations or session.store.info.options.get("iterations"))(session)
         summary = session.run(iterations)
     _finish(summary, as_json)
 
@@ -206,23 +252,57 @@ def report_command(session_dir: Annotated[Path, typer.Argument(help="The session
 @app.command("chat", help="Refine an image over several turns: feedback, undo, revert N, history, more, quit.")
 def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="Start a new session with this prompt.")] = None,
-    session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session.")] = None,
+    session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session (any way made).")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
+    iterations: Annotated[int | None, typer.Option(help="Repair iterations after the first image.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Stop when the satisfaction score reaches this.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first image.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width, a multiple of 16 (default 1024).")] = None,
+    height: Annotated[int | None, typer.Option(help="Height, a multiple of 16 (default 1024).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance (default: the model card's).")] = None,
+    planner: Annotated[str | None, typer.Option(help="vlm or gemini (function calling) or selector (rules).")] = None,
+    max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of VLM calls.")] = None,
+    max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
     adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
+    adaptive_floor: Annotated[float | None, typer.Option(help="Lowest adaptive threshold (default 0.6).")] = None,
+    adaptive_step: Annotated[float | None, typer.Option(help="Adaptive threshold step (default 0.05).")] = None,
+    candidates: Annotated[int | None, typer.Option(help="First images and variants per repair.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
 ) -> None:
     from emage_agent.adapters.chat import run_chat
 
     if prompt is None and session_dir is None:
         raise UserError("give a PROMPT to start or --session DIR to continue", field="chat")
-    settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
+    if session_dir is not None and (image is not None or mask is not None):
+        raise UserError("a continuing session keeps its picture; start a new chat for another", field="--image")
+    options = dict(
+        iterations=iterations, threshold=threshold, seed=seed, width=width, height=height, steps=steps,
+        guidance=guidance, planner=planner, max_vlm_calls=max_vlm_calls, max_gpu_seconds=max_gpu_seconds,
+        adaptive_threshold=adaptive_threshold or None, adaptive_floor=adaptive_floor, adaptive_step=adaptive_step,
+        candidates=candidates,
+    )  # fmt: skip
+    options = {k: v for k, v in options.items() if v is not None}
+    if session_dir is not None:
+        demo = demo or _was_demo(session_dir)
+    elif demo:
+        options = {**DEMO_DEFAULTS, **options}
+    _check_options(options)
+    settings = None if demo else _settings(device, quantize)
+    agent, view = _agent(settings, quiet=False, demo=demo, root=out)
     agent.root = out
+    agent.on_event = None  # the chat shows events on the view itself (once)
     agent.check_ready()
-    options = {"adaptive_threshold": True} if adaptive_threshold else {}
-    run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask, **options)
+    start = {"image": image, "mask": mask} if session_dir is None else {}
+    run_chat(
+        agent, prompt, session_dir, console=Console(highlight=False), view=view,
+        announce=_announce(view, None), **start, **options,
+    )  # fmt: skip
 
 
 @app.command("bench", help="Compare single-shot, best-of-N and EMage on a prompt set; writes a table and gallery.")
@@ -368,7 +448,6 @@ def _bare_ray(args: list[str]) -> list[str]:
     return fixed
 
 
-RESUME_HINT = "(the session is saved; `emage-agent resume DIR` continues it)"
 # I/O errors that name something the user gave or can fix (a path, a permission), not a failure of the run.
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 
@@ -380,38 +459,49 @@ def outcome(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, UsageError):
         return 2, f"error: {exc.format_message()}"  # type: ignore[attr-defined]
     if isinstance(exc, typer.Abort | KeyboardInterrupt):
-        return 130, "interrupted; the session is saved and can be resumed"
+        return 130, f"interrupted {CURRENT.hint()}"
     if isinstance(exc, SessionBusy):
         return 3, f"busy: {exc}"
     if isinstance(exc, UserError):
         return 2, f"error: {exc}"
     if isinstance(exc, EmageError):
-        return 1, f"failed: {exc} {RESUME_HINT}"
+        return 1, f"failed: {exc} {CURRENT.hint()}"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return 1, f"failed: the disk is full ({exc.filename or 'while writing'}); free space, then resume {RESUME_HINT}"
+        return (
+            1,
+            f"failed: the disk is full ({exc.filename or 'while writing'}); free space, then resume {CURRENT.hint()}",
+        )
     if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
         where = f" {exc.filename}" if exc.filename else ""
         return 2, f"error: cannot use{where}: {exc.strerror or exc}"
     if isinstance(exc, sqlite3.DatabaseError):
         return 2, f"error: the session database is damaged ({exc}); it cannot be continued as is"
-    return 1, f"failed: unexpected {type(exc).__name__}: {exc} {RESUME_HINT}"
+    return 1, f"failed: unexpected {type(exc).__name__}: {exc} {CURRENT.hint()}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``emage-agent "PROMPT"`` is ``emage-agent run "PROMPT"``."""
+    global STDERR
     install_log_scrubber()
     logging.captureWarnings(True)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
     args = _bare_ray(args)
+    CURRENT.session, CURRENT.as_json = None, "--json" in args and args[0] in ("run", "resume")
+    if argv is None and args and args[0] in ("run", "resume", "chat", "bench"):
+        STDERR = StderrLog(verbose="--verbose" in args).start()
+        err.file = STDERR.terminal
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)
     except (Exception, KeyboardInterrupt) as exc:  # the one place: every error becomes one line and a code
         code, line = outcome(exc)
+        line = one_line(line)
         if line:
-            err.print(f"emage-agent: {one_line(line)}", markup=False, soft_wrap=True)
+            err.print(f"emage-agent: {line}", markup=False, soft_wrap=True)
+        if CURRENT.as_json and code:
+            sys.stdout.write(json.dumps(CURRENT.as_object(code, line)) + "\n")
     if argv is None:
         sys.exit(code if isinstance(code, int) else 0)
     return code if isinstance(code, int) else 0

@@ -36,6 +36,7 @@ class RunOptions(BaseModel):
     candidates: int = Field(default=1, ge=1, le=8)  # first images and variants per repair; the best is kept
     region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
     objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
+    demo: bool = False  # made by ``--demo``: tiny random-weight models and a scripted judge, not real images
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""
@@ -62,6 +63,7 @@ def parse_options(**values: Any) -> RunOptions:
 class AgentEvent(BaseModel):
     """A progress event for displays (CLI, MCP progress, chat). ``data`` is plain JSON."""
 
-    kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
+    # wait: a call whose answer the loop waits for ("asking the judge ...", "planning ..."), shown with a clock
+    kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning", "wait"]
     message: str
     data: dict[str, Any] = Field(default_factory=dict)

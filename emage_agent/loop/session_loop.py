@@ -107,6 +107,7 @@ class SessionLoop:
         prompt = rec.prompt or info.current_prompt
         original = info.original_prompt if prompt != info.original_prompt else None
         feedback = [f.feedback for f in pending if f.feedback]
+        self._emit("wait", "asking the judge ...", role="judge", step=rec.step)
         try:
             evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
         finally:
@@ -116,8 +117,14 @@ class SessionLoop:
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
-        self._emit(
-            "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
+        issues = [i.model_dump(include={"category", "severity", "description", "target"}) for i in evaluation.issues]
+        self._emit(  # numbered like the history: the step the evaluation is stored with
+            "score",
+            f"step {target}: score {score:.2f}",
+            step=target,
+            score=score,
+            summary=evaluation.summary,
+            issues=issues,
         )
         before = self.view.score_on_line(rec.parent)
         requested = bool((rec.decision or {}).get("request"))  # the person asked for it; they may undo it
@@ -415,6 +422,7 @@ class SessionLoop:
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
+        self._emit("wait", "planning ...", role="planner")
         try:
             return self.planner.plan(ctx, feedback)
         except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead
