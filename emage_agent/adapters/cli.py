@@ -205,8 +205,8 @@ def resume_command(
     demo = _was_demo(session_dir)
     settings = None if demo else _settings(device)
     agent, view = _agent(settings, quiet=as_json, demo=demo, root=session_dir.parent)
+    session = agent.open(session_dir)  # a wrong folder is named before any other check
     agent.check_ready()
-    session = agent.open(session_dir)
     with view:
         _announce(view, iterations or session.store.info.options.get("iterations"))(session)
         summary = session.run(iterations)
@@ -495,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a plain 130: it is still an interruption to report
+            raise KeyboardInterrupt
     except (Exception, KeyboardInterrupt) as exc:  # the one place: every error becomes one line and a code
         code, line = outcome(exc)
         line = one_line(line)

@@ -175,6 +175,8 @@ class ProgressView:
             self._step(event)
         elif kind == "decision" and data.get("strategy") and data.get("ranked") is not None:
             self._decision = event.message  # shown with what actually runs next
+        elif kind == "decision" and data.get("tool") and len(data) == 1:
+            self._decision = f"the selector's choice; {self._decision}" if self._decision else "the selector's choice"
         elif kind == "score":
             self.line("score", event.message + (f": {data['summary']}" if data.get("summary") else ""))
             issues = data.get("issues") or []

@@ -22,9 +22,12 @@ NOTE = "DEMO: scripted judge, not a real evaluation"
 
 
 def prompt_objects(prompt: str) -> list[str]:
-    """The prompt's content words, in order (the demo judge's 'objects')."""
+    """The prompt's likely nouns, in order: content words followed by a small word, a comma or the end."""
     words = re.findall(r"[^\W\d_]+", prompt.casefold())
-    return [w for w in words if w not in STOP_WORDS][:6] or ["subject"]
+    nouns = [
+        w for w, nxt in zip(words, [*words[1:], ""], strict=True) if w not in STOP_WORDS and nxt in STOP_WORDS | {""}
+    ]
+    return nouns[:6] or [w for w in words if w not in STOP_WORDS][:1] or ["subject"]
 
 
 class DemoJudge:
