@@ -138,7 +138,8 @@ class Agent:
         return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
+        by_rules = self.demo or store.info.options.get("planner", "gemini") == "selector"
+        planner = None if by_rules else self._new_planner()
         return SessionLoop(
             store,
             tools=self.executor,
@@ -253,7 +254,8 @@ class Agent:
             if tool != "generate":
                 raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
             options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
-            store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})
+            options |= {"iterations": 0, **({"demo": True, "planner": "selector"} if self.demo else {})}
+            store = SessionStore.create(self.root, original_prompt=args["prompt"], options=options)
             session = Session(self, store)
         try:
             return self._run_one(session, tool, args)

@@ -64,7 +64,7 @@ class Chat:
 
     # ---- what the person sees ----------------------------------------------------------
     def say(self, message: str, style: str = "") -> None:
-        self.console.print(Text(message, style=style))
+        self.console.print(Text(message, style=style), soft_wrap=True)  # paths stay whole, ready to copy
 
     def event(self, event: AgentEvent) -> None:
         """Live lines while the loop runs (diffusion steps are too many to print)."""

@@ -22,6 +22,7 @@ import pytest
 
 SMALL = ["--width", "64", "--height", "64", "--steps", "2", "--seed", "3"]
 SLOW = ["--width", "128", "--height", "128", "--steps", "100", "--seed", "3"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RESUME = re.compile(r"continue it with: emage-agent resume ([^\s)]+)")
 
 
@@ -161,15 +162,15 @@ class Chat:
         os.close(slave)
         self.out = ""
 
-    def expect(self, pattern: str, timeout: float = 240) -> str:
+    def expect(self, pattern: str, timeout: float = 240, since: int = 0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if re.search(pattern, self.out):
+            if re.search(pattern, self.out[since:]):
                 return self.out
             ready, _, _ = select.select([self.master], [], [], 0.5)
             if ready:
                 try:
-                    self.out += os.read(self.master, 65536).decode("utf-8", "replace")
+                    self.out += ANSI.sub("", os.read(self.master, 65536).decode("utf-8", "replace"))
                 except OSError:
                     break
         raise AssertionError(f"never saw {pattern!r} on stdout:\n{self.out}")
@@ -177,7 +178,7 @@ class Chat:
     def say(self, line: str, then: str = r"you> $") -> str:
         start = len(self.out)
         os.write(self.master, (line + "\n").encode())
-        self.expect(r"you> \s*$") if then == r"you> $" else self.expect(then)
+        self.expect(r"you> \s*$" if then == r"you> $" else then, since=start + len(line))
         return self.out[start:]
 
     def close(self) -> tuple[int, str]:
@@ -192,32 +193,15 @@ def test_chat_numbers_steps_alike_and_continues_sessions_made_every_way(
     demo_env: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "s"
-    # a session made by run
-    made = emage(
-        "--demo",
-        "a red cube on a blue sphere",
-        *SMALL,
-        "--out",
-        str(out),
-        "--iterations",
-        "1",
-        env=demo_env,
-        cwd=tmp_path,
-    )
-    assert made.returncode == 0, made.stderr
-    by_run = Path(RESUME.search(made.stdout).group(1))  # type: ignore[union-attr]
+    # a session made by run (the CLI's own entry, in this process: no second start-up to wait for)
+    from emage_agent.adapters import cli
+    from emage_agent.api import demo_agent
+
+    assert cli.main(["--demo", "a red cube", *SMALL, "--iterations", "1", "--out", str(out), "--json"]) == 0
+    [by_run] = sessions(out)
     # a session made by the tool path MCP and the UI use (Agent.run_tool)
-    code = (
-        "import sys; from emage_agent.api import demo_agent; "
-        f"r = demo_agent({str(out)!r}).run_tool("
-        "'generate', {'prompt': 'a fox', 'width': 64, 'height': 64, 'steps': 2}); "
-        "print(r['session_dir'])"
-    )
-    tool = subprocess.run(
-        [sys.executable, "-c", code], env=demo_env, cwd=tmp_path, text=True, capture_output=True, timeout=300
-    )
-    assert tool.returncode == 0, tool.stderr
-    by_tool = Path(tool.stdout.strip().splitlines()[-1])
+    made = demo_agent(out).run_tool("generate", {"prompt": "a fox", "width": 64, "height": 64, "steps": 2})
+    by_tool = Path(made["session_dir"])
 
     # a new chat: options of run are taken; the prompt is on stdout (a pty), progress on stderr
     chat = Chat(
@@ -230,7 +214,7 @@ def test_chat_numbers_steps_alike_and_continues_sessions_made_every_way(
     status = re.search(r"step (\d+) \([^)]*\): score (0\.\d\d)", text)
     assert status, text
     history = chat.say("history")
-    row = re.search(rf"^\s*{status.group(1)}\s+\S+\s+{status.group(2)}", history, re.M)
+    row = re.search(rf"^\s*{status.group(1)}[\s│]+\S+[\s│]+{status.group(2)}", history, re.M)
     assert row, history
     undone = chat.say("undo")
     now = re.search(r"now at step (\d+)", undone).group(1)  # type: ignore[union-attr]
@@ -261,8 +245,9 @@ def test_chat_ctrl_c_while_working_saves_and_keeps_the_conversation(demo_env: di
     os.write(chat.master, b"more 20\n")
     time.sleep(3)
     chat.proc.send_signal(signal.SIGINT)
-    text = chat.expect(r"interrupted; the session is saved in .*continue: emage-agent chat --session")
-    chat.expect(r"you> \s*$")
+    start = len(chat.out)
+    text = chat.expect(r"interrupted; the session is saved in .*continue: emage-agent chat --session", since=start)
+    chat.expect(r"you> \s*$", since=start)
     chat.say("quit", then=r"continue later with")
     code, _ = chat.close()
     assert code == 0 and "interrupted" in text
