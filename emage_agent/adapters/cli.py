@@ -362,6 +362,7 @@ def ui_command(
         str | None, typer.Option(help="USER:PASS required to sign in (or set EMAGE_UI_AUTH).", show_default=False)
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
 ) -> None:
     import importlib.util
     import os
@@ -374,12 +375,12 @@ def ui_command(
     from emage_agent.adapters.ui import Studio
     from emage_agent.adapters.ui.app import serve
 
-    settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
+    agent, _view = _agent(None if demo else _settings(device), quiet=True, demo=demo, root=out)
     agent.check_ready()
     studio = Studio(agent, out)
-    err.print(f"EMage UI on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
-    serve(studio, host=host, port=port, auth=credentials, allowed_hosts=settings.ui_allowed_hosts)
+    label = "EMage UI (DEMO: tiny random models, scripted judge)" if demo else "EMage UI"
+    err.print(f"{label} on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
+    serve(studio, host=host, port=port, auth=credentials, allowed_hosts=agent.settings.ui_allowed_hosts)
 
 
 @app.command("batch", help="Run every prompt of a text file (one a line) or JSONL file as its own session.")

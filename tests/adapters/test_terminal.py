@@ -251,3 +251,18 @@ def test_chat_ctrl_c_while_working_saves_and_keeps_the_conversation(demo_env: di
     chat.say("quit", then=r"continue later with")
     code, _ = chat.close()
     assert code == 0 and "interrupted" in text
+
+
+def test_ui_demo_runs_are_marked_and_planned_by_rules(tiny_family: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """``ui --demo``: the studio's runs use the demo agent; their sessions say DEMO in summary and report."""
+    from emage_agent.adapters.ui import Studio
+    from emage_agent.api import demo_agent
+
+    monkeypatch.setenv("EMAGE_DEMO_CACHE", str(tiny_family.root))
+    studio = Studio(demo_agent(tmp_path), tmp_path)
+    run = studio.start("a red cube on a blue sphere", {"width": 64, "height": 64, "steps": 2, "iterations": 1})
+    assert run.done.wait(300)
+    [session] = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    summary = json.loads((session / "summary.json").read_text())
+    assert summary["demo"] is True and summary["iterations"] == 1 and summary["stopped_because"] == "iteration_limit"
+    assert "DEMO session" in (session / "report.html").read_text()

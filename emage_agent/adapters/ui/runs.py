@@ -105,6 +105,7 @@ class Studio:
             selector_config=base.selector_config,
             calls=base.calls,
             on_event=run.on_event,
+            demo=base.demo,
         )
 
     def _launch(self, run: Run, session: Session, work: Callable[[Session], Any]) -> Run:
@@ -140,6 +141,8 @@ class Studio:
         text = check_text(prompt, "prompt")
         if start_image is not None:
             options = {**options, "width": start_image.width, "height": start_image.height}
+        if self.agent.demo:  # ``ui --demo``: marked as such, planned by rules
+            options = {**options, "demo": True, "planner": "selector"}
         opts = parse_options(**options)
         store = SessionStore.create(self.root, original_prompt=text, options=opts.model_dump(mode="json"))
         if start_image is not None:
