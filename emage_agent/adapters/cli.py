@@ -329,17 +329,28 @@ def bench_command(
         raise UserError(f"--n is {n}; it must be in [1, 8]", field="--n")
     records = load_prompts(prompts)[:limit]
     settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
+    agent, view = _agent(settings, quiet=False)
+    agent.on_event = lambda e: view.handle(e) if e.kind in ("diffusion", "wait", "step") else None  # bars only
     agent.check_ready()
     options = {"width": width, "height": height, "steps": steps, "planner": planner}
     bench = Bench(
         agent, out, modes=chosen, n=n, iterations=iterations, threshold=threshold, seed=seed,
         equal_compute=equal_compute, session_options={k: v for k, v in options.items() if v is not None},
     )  # fmt: skip
-    rows = bench.run(records)
-    for row in bench.overall(rows):
-        print(json.dumps(row))
-    print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}")
+    bench.say = lambda line: view.line("bench", line)
+    with view:
+        rows = bench.run(records)
+    table = Console(highlight=False, soft_wrap=True)
+    for o in bench.overall(rows):
+        ci = o["mean_score_ci95"]
+        interval = f" (95% CI {ci[0]}-{ci[1]})" if ci else ""
+        table.print(
+            f"{o['mode']:<10} mean score {o['mean_score']}{interval}  success {o['success_rate']}  "
+            f"GPU {o['gpu_seconds']} s  VLM calls {o['vlm_calls']}",
+            markup=False,
+        )
+    table.print(f"model loading (warm-up, counted in no mode): {bench.loading_seconds} GPU s", markup=False)
+    table.print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}", markup=False)
 
 
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")
