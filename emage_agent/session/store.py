@@ -418,8 +418,6 @@ def _iterations(steps: list[StepRecord]) -> int:
     images = [
         s
         for s in steps
-        if s.error is None
-        and any(a.role == "image" for a in s.artifacts)
-        and not (s.decision or {}).get("candidate")
+        if s.error is None and any(a.role == "image" for a in s.artifacts) and not (s.decision or {}).get("candidate")
     ]
     return max(0, len(images) - 1)
