@@ -266,3 +266,22 @@ def test_ui_demo_runs_are_marked_and_planned_by_rules(tiny_family: Any, tmp_path
     summary = json.loads((session / "summary.json").read_text())
     assert summary["demo"] is True and summary["iterations"] == 1 and summary["stopped_because"] == "iteration_limit"
     assert "DEMO session" in (session / "report.html").read_text()
+
+
+def test_doctor_checks_offline_gives_each_problem_its_fix_and_fits_80_columns(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMAGE_", "GEMINI", "GOOGLE", "HF_TOKEN"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), COLUMNS="80", EMAGE_DETECTOR="google/owlv2-x")
+    human = emage("doctor", env=env, cwd=tmp_path, timeout=120)
+    assert human.returncode == 2
+    table = [line for line in human.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 80
+    fixes = human.stdout.split("Not ready. To fix:", 1)[1]
+    assert "- EMAGE_BASE_MODEL: download it once while online (unset HF_HUB_OFFLINE)" in fixes
+    assert "base_model" not in fixes  # the rows' names, not internal ones
+    report = json.loads(emage("doctor", "--json", env=env, cwd=tmp_path, timeout=120).stdout)
+    assert report["ready"] is False and "EMAGE_BASE_MODEL" in report["problems"]
+    assert all(report["fixes"][p] for p in report["problems"])  # every problem has its fix
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["HF_TOKEN"]["status"] == "not set" and "licence" in checks["HF_TOKEN"]["fix"]
+    assert "EMAGE_DETECTOR=none" in checks["EMAGE_DETECTOR"]["fix"]  # optional: says how to run without it
+    assert "EMAGE_DETECTOR" not in report["problems"]
