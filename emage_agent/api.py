@@ -8,6 +8,7 @@ models load once per process), one client per VLM backend in use (``EMAGE_VLM`` 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class Agent:
         on_event: Callable[[AgentEvent], None] | None = None,
         limiter: Any = None,
         calls: CallLog | None = None,
+        demo: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         remember_settings(self.settings)  # configured secrets are scrubbed from everything that leaves
@@ -74,6 +76,7 @@ class Agent:
             threshold_relax_per_iteration=0.0, edit_tool=self.settings.edit_enabled
         )
         self.on_event = on_event
+        self.demo = demo  # sessions are marked DEMO and planned by the selector (see ``demo_agent``)
 
     def derive(
         self,
@@ -101,6 +104,7 @@ class Agent:
             on_event=on_event if on_event is not None else self.on_event,
             limiter=self.limiter,
             calls=self.calls,
+            demo=self.demo,
         )
         derived._vlms = self._vlms  # the same backends for every role
         return derived
@@ -148,7 +152,8 @@ class Agent:
         return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "vlm") != "selector" else None
+        by_rules = self.demo or store.info.options.get("planner", "vlm") == "selector"
+        planner = None if by_rules else self._new_planner()
         return SessionLoop(
             store,
             tools=self.executor,
@@ -184,24 +189,30 @@ class Agent:
         *,
         image: str | Path | Image.Image | None = None,
         mask: str | Path | Image.Image | None = None,
+        announce: Callable[[Session], None] | None = None,
         **options: Any,
     ) -> Session:
         """Create a session and make its first image (generated and evaluated).
 
         ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
-        ``mask`` (white = may change) limits every repair to a region of it.
+        ``mask`` (white = may change) limits every repair to a region of it. ``announce`` sees the new
+        session before any work, so a display can name its folder from the first second. A failure or an
+        interruption before the first step is committed leaves no folder behind.
         """
         session = self.create(prompt, image=image, mask=mask, **options)
+        if announce is not None:
+            announce(session)
         try:
             if image is not None:
                 session.loop.evaluate_head()
             else:
                 session.loop.start()
         except BaseException:
-            session.try_report()
+            if not session.discard_if_empty():
+                self.record_speed(session.store)
+                session.try_report()
             raise
-        finally:
-            self.record_speed(session.store)  # as the executor resolved them, once it has loaded
+        self.record_speed(session.store)  # as the executor resolved them, once it has loaded
         session.write_report()
         return session
 
@@ -219,6 +230,8 @@ class Agent:
         ``image`` (and ``mask``) is recorded as its first step, an ``upload``, judged when the session runs.
         """
         prompt = _clean_prompt(prompt)
+        if self.demo:
+            options = {**options, "demo": True, "planner": "selector"}
         if mask is not None and image is None:
             raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
         picture, region, note = None, None, ""
@@ -275,7 +288,8 @@ class Agent:
             if tool != first_image_tool():
                 raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
             options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
-            store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})
+            options |= {"iterations": 0, **({"demo": True, "planner": "selector"} if self.demo else {})}
+            store = SessionStore.create(self.root, original_prompt=args["prompt"], options=options)
             session = Session(self, store)
         try:
             return self._run_one(session, tool, args)
@@ -302,6 +316,18 @@ class Agent:
             "note": report.summary,
             "prompt": session.store.info.current_prompt,
         }
+
+
+def demo_agent(root: Path | str | None = None, **agent_kwargs: Any) -> Agent:
+    """An agent for ``--demo``: the real loop, executor and store on tiny random-weight models built on the fly,
+    judged by a scripted in-process judge. No GPU, key or network; every session it makes says DEMO."""
+    from emage_agent.executor.tiny import demo_family
+    from emage_agent.vlm.demo import DemoJudge
+
+    family = demo_family()
+    settings = family.settings(hf_token=None, **({"session_root": Path(root)} if root is not None else {}))
+    judge = DemoJudge()
+    return Agent(settings, root=root, evaluator=judge, rewriter=judge, demo=True, **agent_kwargs)
 
 
 def _clean_prompt(prompt: str | None) -> str:
@@ -382,6 +408,17 @@ class Session:
     def close(self) -> None:
         """Close the session's database (its files stay); the object is not used afterwards."""
         self.store.close()
+
+    def discard_if_empty(self) -> bool:
+        """Remove the session's folder when no step was ever committed (nothing to resume); True if removed."""
+        try:
+            if self.store.steps():
+                return False
+        except Exception:  # noqa: BLE001 - an unreadable new session holds nothing worth keeping either
+            log.debug("new session unreadable; discarding it", exc_info=True)
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return True
 
     def history(self) -> list[dict[str, Any]]:
         return self.store.summary()["history"]

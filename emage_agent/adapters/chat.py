@@ -11,8 +11,11 @@ Input is read through ``input_fn`` and output written to a rich ``Console``, so 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable
+import shlex
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +48,29 @@ LIVE = {
 class Chat:
     """One conversation about one session. Each method is one command; bad input never ends it."""
 
-    def __init__(self, session: Session, console: Console) -> None:
+    def __init__(self, session: Session, console: Console, view: Any = None) -> None:
         self.session = session
         self.console = console
+        self.view = view  # a ``ProgressView`` shown while a command works (None: live lines on ``console``)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """The live view while a command works; never while the prompt waits for the person."""
+        if self.view is None:
+            yield
+            return
+        with self.view:
+            yield
 
     # ---- what the person sees ----------------------------------------------------------
     def say(self, message: str, style: str = "") -> None:
-        self.console.print(Text(message, style=style))
+        self.console.print(Text(message, style=style), soft_wrap=True)  # paths stay whole, ready to copy
 
     def event(self, event: AgentEvent) -> None:
         """Live lines while the loop runs (diffusion steps are too many to print)."""
-        if event.kind in LIVE:
+        if self.view is not None:
+            self.view.handle(event)
+        elif event.kind in LIVE:
             self.say(f"  {event.kind:>8}  {event.message}", LIVE[event.kind])
 
     def status(self) -> None:
@@ -67,10 +82,13 @@ class Chat:
             return
         art = store.current_image(head.step)
         image_step = store.step(art.step) if art else head
-        score = "unscored" if image_step.score is None else f"{image_step.score:.2f}"
+        # Numbered like ``history`` and the live lines: the head step, with the score stored on it.
+        value = head.score if head.score is not None else image_step.score
+        score = "unscored" if value is None else f"{value:.2f}"
         best = store.best()
         best_text = f"best {best.score:.2f} at step {best.step}" if best and best.score is not None else "no best yet"
-        self.say(f"step {image_step.step} ({image_step.tool}): score {score}; {best_text}", "bold")
+        what = head.tool if image_step.step == head.step else f"{head.tool}, image of step {image_step.step}"
+        self.say(f"step {head.step} ({what}): score {score}; {best_text}", "bold")
         evaluation = loop.view.current_evaluation()
         if evaluation is not None:
             if evaluation.summary:
@@ -90,13 +108,15 @@ class Chat:
 
     # ---- commands ------------------------------------------------------------------------
     def feedback(self, text: str) -> None:
-        self.session.refine(text)
+        with self.working():
+            self.session.refine(text)
         self.status()
 
     def more(self, arg: str) -> None:
         if arg and not (arg.isdigit() and 0 < int(arg) <= 20):
             raise ValueError("more takes a number of iterations from 1 to 20, e.g. `more 2`")
-        self.session.run(iterations=int(arg) if arg else 1)
+        with self.working():
+            self.session.run(iterations=int(arg) if arg else 1)
         self.status()
 
     def undo(self, arg: str) -> None:
@@ -192,19 +212,41 @@ class Chat:
         except EmageError as exc:
             self.say(f"error: {exc}", "yellow")
         except KeyboardInterrupt:
-            self.say("interrupted; the session is saved up to the last finished step", "yellow")
+            self.say(f"interrupted; {saved_line(self.session.dir)}", "yellow")
+
+
+def continue_line(session_dir: Path) -> str:
+    """The exact command that continues this conversation later."""
+    return f"emage-agent chat --session {shlex.quote(str(session_dir))}"
+
+
+def saved_line(session_dir: Path) -> str:
+    return f"the session is saved in {session_dir} up to its last finished step; continue: {continue_line(session_dir)}"
+
+
+def read_line(prompt: str) -> str:
+    """``input`` with the prompt on stdout: Python writes it to stderr when readline is not loaded."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    return input()
 
 
 def run_chat(
     agent: Agent,
     prompt: str | None,
     session_dir: Path | None,
-    input_fn: Callable[[str], str] = input,
+    input_fn: Callable[[str], str] = read_line,
     console: Console | None = None,
+    view: Any = None,
+    announce: Callable[[Session], None] | None = None,
     **options: Any,
 ) -> Session:
     """Start (``prompt``, with ``Agent.start`` options) or continue (``session_dir``) a session; converse until
-    quit or end of input. Returns the session."""
+    quit or end of input. Returns the session.
+
+    A continuing session takes the options a continuing session may change (``Session.configure``); size,
+    seed and picture belong to its first image and are refused with the reason. ``view`` (a ``ProgressView``)
+    shows the work live; ``announce`` sees the session as soon as its folder exists."""
     console = console or Console(highlight=False)
     previous = agent.on_event
     chat: Chat | None = None
@@ -214,19 +256,24 @@ def run_chat(
             previous(event)
         if chat is not None:
             chat.event(event)
+        elif view is not None:  # the first image, before the conversation exists
+            view.handle(event)
 
     agent.on_event = on_event
     try:
         if session_dir is not None:
             session = agent.open(session_dir)
+            if announce is not None:
+                announce(session)
             if prompt:
                 console.print(Text("continuing the session; the prompt argument is ignored", style="yellow"))
             if options:
                 session.configure(**options)  # through the API: a size or seed is refused with the reason
         else:
             console.print(Text("making the first image ...", style="dim"))
-            session = agent.start(prompt or "", **options)
-        chat = Chat(session, console)
+            with view if view is not None else contextlib.nullcontext():
+                session = agent.start(prompt or "", announce=announce, **options)
+        chat = Chat(session, console, view)
         chat.say(f"session: {session.dir}", "dim")
         chat.status()
         chat.say(HELP, "dim")
@@ -240,6 +287,7 @@ def run_chat(
                 break
         summary = session.summary()
         chat.say(f"saved: {summary['session_dir']} (best image: {summary['final_image']})")
+        chat.say(f"continue later with: {continue_line(session.dir)}", "dim")
         return session
     finally:
         agent.on_event = previous

@@ -20,8 +20,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from emage_agent.adapters.endings import CURRENT, resume_line
 from emage_agent.adapters.flags import flag, option_flags
-from emage_agent.adapters.outcome import interrupted, outcome, session_state, signals, terminate
+from emage_agent.adapters.logsink import StderrLog
+from emage_agent.adapters.outcome import interrupted, outcome, signals, terminate
 from emage_agent.core.errors import UserError
 from emage_agent.core.options import FIXED_OPTIONS
 from emage_agent.core.redact import install_log_scrubber, one_line
@@ -40,6 +42,11 @@ SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui"
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
 COMPILE_HELP = "off, regional, full, max-autotune or auto (overrides EMAGE_COMPILE)."
+DEMO_HELP = "Try EMage without a GPU or key: tiny random-weight models built on the fly and a scripted judge."
+VERBOSE_HELP = "Also show log records and other libraries' warnings on stderr (they are always in emage.log)."
+STDERR = StderrLog(verbose=True)  # replaced in ``main``; tests that call commands directly keep stderr as it is
+# What a demo session looks like when the user did not choose: small and quick on any CPU.
+DEMO_DEFAULTS = {"width": 128, "height": 128, "steps": 4}
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -60,12 +67,38 @@ def _settings(device: str | None = None, quantize: str | None = None, compile_mo
     return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
-def _agent(settings: Any, *, quiet: bool) -> tuple[Any, Any]:
+def _agent(settings: Any, *, quiet: bool, demo: bool = False, root: Path | None = None) -> tuple[Any, Any]:
     from emage_agent.adapters.progress import ProgressView
-    from emage_agent.api import Agent
 
     view = ProgressView(err, enabled=not quiet)
+    if demo:
+        from emage_agent.api import demo_agent
+
+        if not quiet:
+            err.print("DEMO: building tiny random-weight models (once) and a scripted judge ...", markup=False)
+        return demo_agent(root, on_event=view.handle), view
+    from emage_agent.api import Agent
+
     return Agent(settings, on_event=view.handle), view
+
+
+def _announce(view: Any, iterations: int | None) -> Any:
+    """What a command does the moment its session folder exists: name it, and keep the log there."""
+
+    def announce(session: Any) -> None:
+        CURRENT.session = session.dir
+        STDERR.attach(session.dir)
+        view.session(session.dir, iterations=iterations)
+
+    return announce
+
+
+def _was_demo(session_dir: Path) -> bool:
+    """Whether a session was made by ``--demo`` (its summary says so): it continues on the demo's models."""
+    try:
+        return bool(json.loads((session_dir / "summary.json").read_text(encoding="utf-8")).get("demo"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _finish(summary: dict[str, Any], as_json: bool) -> None:
@@ -73,12 +106,18 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(summary) + "\n")
         return
     out = Console(highlight=False, soft_wrap=True)  # paths stay on one line, ready to copy
-    for label, value in (
+    where = Path(summary["session_dir"])
+    rows = [
         ("Stopped", summary["stopped_because"]),
         ("Best score", f"{summary['satisfaction_score']} (step {summary['best_step']})"),
+        ("Iterations", f"{summary.get('iterations')} ({summary.get('steps')} steps)"),
         ("Best image", summary["final_image"]),
-        ("Session", f"{summary['session_dir']}  (report.html inside; `emage-agent resume DIR` continues it)"),
-    ):
+        ("Report", str(where / "report.html")),
+        ("Session", f"{where}  (continue it with: {resume_line(where)})"),
+    ]
+    if summary.get("demo"):
+        rows.insert(0, ("DEMO", "tiny random-weight models and a scripted judge: the flow is real, the images are not"))
+    for label, value in rows:
         out.print(f"{label}: {value}", markup=False)
 
 
@@ -93,24 +132,31 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
     **options: Any,
 ) -> None:
+    if demo:  # the demo's own small size where the user kept the defaults
+        if (options.get("width"), options.get("height")) == (1024, 1024):
+            options["width"], options["height"] = DEMO_DEFAULTS["width"], DEMO_DEFAULTS["height"]
+        if options.get("steps") is None:
+            options["steps"] = DEMO_DEFAULTS["steps"]
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
     _check_options(options)
-    settings = _settings(device, quantize, compile_mode)
-    agent, view = _agent(settings, quiet=as_json)
+    settings = None if demo else _settings(device, quantize, compile_mode)
+    agent, view = _agent(settings, quiet=as_json, demo=demo, root=out)
     agent.root = out
     agent.check_ready()
     with view:
         try:
-            session = agent.start(prompt, image=image, mask=mask, **options)
+            session = agent.start(
+                prompt, image=image, mask=mask, announce=_announce(view, options["iterations"]), **options
+            )
         except UserError as exc:
             if exc.field != "session root":
                 raise
             raise UserError(str(exc).split(": ", 1)[-1], field="--out") from None
-        session_state["dir"] = session.dir
-        view.session(session.dir, iterations=options["iterations"])
         summary = session.run()
     _finish(summary, as_json)
 
@@ -122,19 +168,20 @@ def resume_command(
     iterations: Annotated[int | None, typer.Option(help="Run this many more iterations.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
     **options: Any,
 ) -> None:
     options = {k: v for k, v in options.items() if v is not None}
     _check_options(options)
-    settings = _settings(device)
-    agent, view = _agent(settings, quiet=as_json)
+    demo = _was_demo(session_dir)
+    settings = None if demo else _settings(device)
+    agent, view = _agent(settings, quiet=as_json, demo=demo, root=session_dir.parent)
+    session = agent.open(session_dir)  # a wrong folder is named before any other check
     agent.check_ready()
-    session = agent.open(session_dir)
-    session_state["dir"] = session.dir
     if options:
         session.configure(**options)  # they apply to the steps this resume runs
     with view:
-        view.session(session.dir, iterations=iterations or session.store.info.options.get("iterations"))
+        _announce(view, iterations or session.store.info.options.get("iterations"))(session)
         summary = session.run(iterations)
     _finish(summary, as_json)
 
@@ -180,24 +227,38 @@ def report_command(session_dir: Annotated[Path, typer.Argument(help="The session
 @option_flags(defaults=False)  # a continuing session takes only what is given (size and seed are refused)
 def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="Start a new session with this prompt.")] = None,
-    session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session.")] = None,
+    session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session (any way made).")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=VERBOSE_HELP)] = False,
     **options: Any,
 ) -> None:
     from emage_agent.adapters.chat import run_chat
 
     if prompt is None and session_dir is None:
         raise UserError("give a PROMPT to start or --session DIR to continue", field="chat")
-    settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
-    agent.root = out
-    agent.check_ready()
+    if session_dir is not None and (image is not None or mask is not None):
+        raise UserError("a continuing session keeps its picture; start a new chat for another", field="--image")
     options = {k: v for k, v in options.items() if v is not None}  # only what was asked for
+    if session_dir is not None:
+        demo = demo or _was_demo(session_dir)
+    elif demo:
+        options = {**DEMO_DEFAULTS, **options}
     _check_options(options)
-    run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask, **options)
+    settings = None if demo else _settings(device, quantize)
+    agent, view = _agent(settings, quiet=False, demo=demo, root=out)
+    agent.root = out
+    agent.on_event = None  # the chat shows events on the view itself (once)
+    agent.check_ready()
+    start = {"image": image, "mask": mask} if session_dir is None else {}
+    run_chat(
+        agent, prompt, session_dir, console=Console(highlight=False), view=view,
+        announce=_announce(view, None), **start, **options,
+    )  # fmt: skip
 
 
 @app.command("bench", help="Compare single-shot, best-of-N and EMage on a prompt set; writes a table and gallery.")
@@ -222,7 +283,8 @@ def bench_command(
         raise UserError(f"--n is {n}; it must be in [1, 8]", field="--n")
     records = load_prompts(prompts)[:limit]
     settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
+    agent, view = _agent(settings, quiet=False)
+    agent.on_event = lambda e: view.handle(e) if e.kind in ("diffusion", "wait", "step") else None  # bars only
     agent.check_ready()
     options = {k: v for k, v in options.items() if v is not None}
     _check_options({"iterations": iterations, "threshold": threshold, "seed": seed, **options})
@@ -230,10 +292,20 @@ def bench_command(
         agent, out, modes=chosen, n=n, iterations=iterations, threshold=threshold, seed=seed,
         equal_compute=equal_compute, session_options=options,
     )  # fmt: skip
-    rows = bench.run(records)
-    for row in bench.overall(rows):
-        print(json.dumps(row))
-    print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}")
+    bench.say = lambda line: view.line("bench", line)
+    with view:
+        rows = bench.run(records)
+    table = Console(highlight=False, soft_wrap=True)
+    for o in bench.overall(rows):
+        ci = o["mean_score_ci95"]
+        interval = f" (95% CI {ci[0]}-{ci[1]})" if ci else ""
+        table.print(
+            f"{o['mode']:<10} mean score {o['mean_score']}{interval}  success {o['success_rate']}  "
+            f"GPU {o['gpu_seconds']} s  VLM calls {o['vlm_calls']}",
+            markup=False,
+        )
+    table.print(f"model loading (warm-up, counted in no mode): {bench.loading_seconds} GPU s", markup=False)
+    table.print(f"table: {out / 'results.md'}  gallery: {out / 'gallery.html'}", markup=False)
 
 
 @app.command("mcp", help="Serve EMage's tools over the Model Context Protocol (stdio, or HTTP with --http).")
@@ -256,6 +328,7 @@ def ui_command(
         str | None, typer.Option(help="USER:PASS required to sign in (or set EMAGE_UI_AUTH).", show_default=False)
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
 ) -> None:
     import importlib.util
     import os
@@ -268,12 +341,12 @@ def ui_command(
     from emage_agent.adapters.ui import Studio
     from emage_agent.adapters.ui.app import serve
 
-    settings = _settings(device)
-    agent, _view = _agent(settings, quiet=True)
+    agent, _view = _agent(None if demo else _settings(device), quiet=True, demo=demo, root=out)
     agent.check_ready()
     studio = Studio(agent, out)
-    err.print(f"EMage UI on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
-    serve(studio, host=host, port=port, auth=credentials, allowed_hosts=settings.ui_allowed_hosts)
+    label = "EMage UI (DEMO: tiny random models, scripted judge)" if demo else "EMage UI"
+    err.print(f"{label} on http://{host}:{port} (sessions in {studio.root}); Ctrl-C stops it", markup=False)
+    serve(studio, host=host, port=port, auth=credentials, allowed_hosts=agent.settings.ui_allowed_hosts)
 
 
 @app.command("batch", help="Run every prompt of a text file (one a line) or JSONL file as its own session.")
@@ -386,9 +459,9 @@ def _bare_ray(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``emage-agent "PROMPT"`` is ``emage-agent run "PROMPT"``."""
+    global STDERR
     install_log_scrubber()
     logging.captureWarnings(True)
-    session_state["dir"] = None
     signals["terminated"] = False
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)
@@ -396,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
     args = _bare_ray(args)
+    CURRENT.session, CURRENT.as_json = None, "--json" in args and args[0] in ("run", "resume")
+    if argv is None and args and args[0] in ("run", "resume", "chat", "bench"):
+        STDERR = StderrLog(verbose="--verbose" in args).start()
+        err.file = STDERR.terminal
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="emage-agent", standalone_mode=False)
@@ -403,8 +480,11 @@ def main(argv: list[str] | None = None) -> int:
             raise interrupted()
     except (Exception, KeyboardInterrupt) as exc:  # the one place: every error becomes one line and a code
         code, line = outcome(exc)
+        line = one_line(line)
         if line:
-            err.print(f"emage-agent: {one_line(line)}", markup=False, soft_wrap=True)
+            err.print(f"emage-agent: {line}", markup=False, soft_wrap=True)
+        if CURRENT.as_json and code:
+            sys.stdout.write(json.dumps(CURRENT.as_object(code, line)) + "\n")
     if argv is None:
         sys.exit(code if isinstance(code, int) else 0)
     return code if isinstance(code, int) else 0

@@ -15,10 +15,33 @@ from emage_agent.vlm.choice import Role
 
 GATED_HINT = "accept the licence on its Hugging Face page and set HF_TOKEN"
 MODEL_FIELDS = ("base_model", "canny_model", "depth_model", "fill_model", "depth_estimator", "segmenter")
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+MIN_FREE_GIB = 60.0  # the FLUX.1 family and its helpers take tens of GiB in the hub cache
+
+
+def _offline() -> bool:
+    import os
+
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in OFFLINE_VARS)
+
+
+def _cache_free_gib() -> float | None:
+    """Free space where the Hugging Face hub would store downloads (its folder or the nearest existing parent)."""
+    import shutil
+
+    try:
+        from huggingface_hub import constants
+
+        where = Path(constants.HF_HUB_CACHE)
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        return shutil.disk_usage(where).free / 2**30
+    except Exception:  # noqa: BLE001 - unknown is reported as unknown, not as a failure
+        return None
 
 
 def _model_status(ref: str, has_token: bool) -> tuple[bool, str]:
-    """Whether a model setting can be loaded now, and why not."""
+    """Whether a model setting can be loaded now (offline, cached or downloadable), and why not."""
     path = Path(ref).expanduser()
     if path.exists():
         ok = (path / "model_index.json").is_file() or (path / "config.json").is_file()
@@ -33,10 +56,12 @@ def _model_status(ref: str, has_token: bool) -> tuple[bool, str]:
                 return True, "in the Hugging Face cache"
     except Exception:  # noqa: BLE001 - a broken cache is just "not cached"
         pass
+    if _offline():
+        return False, "not in the cache, and downloads are off (HF_HUB_OFFLINE)"
     gated = ref.startswith("black-forest-labs/")
     if gated and not has_token:
         return False, f"not downloaded; {GATED_HINT}"
-    return True, "will download on first use"
+    return True, "not cached: downloads on first use"
 
 
 def _vlm_status(settings: Settings, role: Role, has_token: bool) -> tuple[str, str]:
@@ -119,7 +144,7 @@ def _plan_rows(table: Table, plan: dict[str, Any] | None) -> None:
         table.add_row("memory plan", "-", "no GPU: give --vram GB to plan for a card")
         return
     detail = (
-        f"{plan['vram_gb']:g} GiB, quantize {plan['quantize']}: peak {plan['peak_bytes'] / 1e9:.1f} GB; "
+        f"{plan['vram_gb']:g} GiB, quantize {plan['quantize']}: peak {plan['peak_bytes'] / 2**30:.1f} GiB; "
         f"{plan['advice']}"
     )
     table.add_row("memory plan", plan["residency"] + ("" if plan["fits"] else " (does not fit)"), detail)
@@ -141,20 +166,29 @@ def run_doctor(
     from emage_agent.executor.hardware import describe_hardware
 
     problems: list[str] = []
-    table = Table(title="EMage doctor", show_lines=False)
-    table.add_column("check")
-    table.add_column("status")
-    table.add_column("detail")
+    fixes: dict[str, str] = {}  # each problem's fix, by the name the rows show
+    rows: list[dict[str, str]] = []
+    table = Table(title="EMage doctor", show_lines=False, width=min(console.width, 80))
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+
+    def row(check: str, status: str, detail: str, fix: str = "") -> None:
+        table.add_row(check, status, detail)
+        rows.append({"check": check, "status": status, "detail": detail, "fix": fix})
+        if fix:
+            fixes[check] = fix
 
     hw = describe_hardware()
     gpus = ", ".join(f"{g['name']} ({g['free_gib']:.1f}/{g['total_gib']:.1f} GiB free)" for g in hw["gpus"])
-    table.add_row("torch", "ok", hw["torch"])
+    row("torch", "ok", hw["torch"])
     if hw["cuda"]:
-        table.add_row("GPU", "ok", gpus)
+        row("GPU", "ok", gpus)
     elif settings.device == "cpu":
-        table.add_row("GPU", "cpu", "no CUDA GPU; EMAGE_DEVICE=cpu runs on the CPU (hours for the 12B models)")
+        row("GPU", "cpu", "no CUDA GPU; EMAGE_DEVICE=cpu runs on the CPU (hours for the 12B models)")
     else:
-        table.add_row("GPU", "missing", "no CUDA GPU; set EMAGE_DEVICE=cpu to run on the CPU anyway")
+        fix = "run on a CUDA GPU, or set EMAGE_DEVICE=cpu (hours), or try `emage-agent --demo`"
+        row("GPU", "missing", "no CUDA GPU", fix)
         problems.append("GPU")
 
     token = settings.hf_token is not None
@@ -162,38 +196,75 @@ def run_doctor(
     for role in ("evaluator", "planner") if settings.planner_vlm else ("evaluator",):
         status, detail = _vlm_status(settings, role, token)  # type: ignore[arg-type]
         vlm[role] = {"status": status, "detail": detail}
-        table.add_row(f"VLM ({role})" if settings.planner_vlm else "VLM", status, detail)
-        if status not in ("ok", "set"):
-            problems.append(f"VLM ({role})" if settings.planner_vlm else "VLM")
-    table.add_row(
-        "HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models"
-    )
+        name = f"VLM ({role})" if settings.planner_vlm else "VLM"
+        bad = status not in ("ok", "set")
+        row(name, status, detail, "set GEMINI_API_KEY, or EMAGE_VLM with its endpoint (see README)" if bad else "")
+        if bad:
+            problems.append(name)
+    row(
+        "HF_TOKEN", "set" if token else "not set", "" if token else "needed to download the gated FLUX.1 models",
+        "" if token else f"{GATED_HINT} (needed only for models not yet cached)",
+    )  # fmt: skip
+    downloads = []
     for field in MODEL_FIELDS:
         ref = getattr(settings, field)
         ok, detail = _model_status(ref, token)
-        table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "missing", f"{ref}: {detail}")
+        name = f"EMAGE_{field.upper()}"
+        fix = "" if ok else _fix_for(detail, name)
+        row(name, "ok" if ok else "missing", f"{ref}: {detail}", fix)
+        if ok and "downloads" in detail:
+            downloads.append(ref)
         if not ok:
-            problems.append(field)
+            problems.append(name)
+    free = _cache_free_gib()
+    if downloads:
+        enough = free is None or free >= MIN_FREE_GIB
+        where = "unknown free space" if free is None else f"{free:.0f} GiB free"
+        fix = "" if enough else "free disk space (FLUX.1 needs tens of GiB) or point HF_HOME at a larger disk"
+        row("downloads", "needed" if enough else "no room", f"{len(downloads)} model(s) to download; {where}", fix)
+        if not enough:
+            problems.append("downloads")
     # Optional capabilities: missing ones are reported, never blocking (the session runs without them).
     for field, what in (("kontext_model", "the edit tool"), ("detector", "detector verification")):
         ref = getattr(settings, field)
         if ref.strip().lower() in ("", "none", "off"):
-            table.add_row(f"EMAGE_{field.upper()}", "off", f"{what} switched off")
+            row(f"EMAGE_{field.upper()}", "off", f"{what} switched off")
             continue
         ok, detail = _model_status(ref, token)
-        table.add_row(f"EMAGE_{field.upper()}", "ok" if ok else "optional", f"{ref}: {detail}; for {what}")
+        name = f"EMAGE_{field.upper()}"
+        fix = "" if ok else f"{_fix_for(detail, name)}; or {name}=none to run without {what}"
+        row(name, "ok" if ok else "will skip", f"{ref}: {detail}; for {what}", fix)
     from emage_agent.vlm import local_model
 
     transformers = 5 if settings.edit_enabled else 4  # base, Canny, Depth, Fill (and Kontext for the edit tool)
     plan = memory_plan(hw, vram_gb, quantize or settings.quantize, local_model(settings), transformers, settings)
     if as_json:
-        report = {"ready": not problems, "problems": problems, "hardware": hw, "vlm": vlm, "memory_plan": plan}
+        report = {
+            "ready": not problems,
+            "problems": problems,
+            "fixes": {p: fixes.get(p, "") for p in problems},
+            "checks": rows,
+            "hardware": hw,
+            "vlm": vlm,
+            "memory_plan": plan,
+        }
         sys.stdout.write(json.dumps(report) + "\n")
         return 2 if problems else 0
     _plan_rows(table, plan)
     console.print(table)
     if problems:
-        console.print(f"Not ready: fix {', '.join(problems)} (see above).", markup=False)
+        console.print("Not ready. To fix:", markup=False)
+        for name in problems:
+            console.print(f"- {name}: {fixes.get(name, 'see the row above')}", markup=False, soft_wrap=True)
         return 2
     console.print("Ready.")
     return 0
+
+
+def _fix_for(detail: str, name: str) -> str:
+    """The fix for a model that cannot be loaded, from why not."""
+    if "HF_HUB_OFFLINE" in detail:
+        return f"download it once while online (unset HF_HUB_OFFLINE), or set {name} to a local folder"
+    if GATED_HINT in detail:
+        return GATED_HINT
+    return f"set {name} to a model folder (with model_index.json or config.json) or a Hugging Face repo id"

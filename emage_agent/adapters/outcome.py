@@ -2,7 +2,7 @@
 
 Why its own module: the line must say what is true (busy, full, damaged, bad input, bad configuration are
 different codes and words), and it may promise "the session is saved" only once a session exists, which the
-commands record in ``session_state``. Exit codes: 0 done, 1 a failure during the run or a full disk, 2 bad
+commands record in ``endings.CURRENT``. Exit codes: 0 done, 1 a failure during the run or a full disk, 2 bad
 usage, configuration or a damaged session, 3 busy (another process writes the session or holds its
 database), 130 interrupted (Ctrl-C or SIGTERM).
 """
@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from pathlib import Path
 
 import typer
 
+from emage_agent.adapters.endings import CURRENT
 from emage_agent.core.errors import EmageError, SessionBusy, UserError
 
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-RESUME_HINT = "(the session is saved; `emage-agent resume DIR` continues it)"
 # I/O errors that name something the user gave or can fix (a path, a permission), not a failure of the run.
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
-# Set once a session exists: only then may an error say the session is saved.
-session_state: dict[str, Path | None] = {"dir": None}
 signals: dict[str, bool] = {"terminated": False}
 
 
@@ -45,15 +42,15 @@ def interrupted() -> BaseException:
 
 def outcome(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line (scrubbed, no traceback) for anything that escapes a command."""
-    saved = session_state["dir"] is not None
-    hint = f" {RESUME_HINT}" if saved else ""
+    saved = CURRENT.saved() is not None  # only a session that exists may be called saved
+    hint = f" {CURRENT.hint()}" if saved else ""
     if isinstance(exc, typer.Exit):
         return int(exc.exit_code or 0), ""
     if isinstance(exc, UsageError):
         return 2, f"error: {exc.format_message()}"  # type: ignore[attr-defined]
     if isinstance(exc, typer.Abort | KeyboardInterrupt):
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        return 130, f"{what}; the session is saved and can be resumed" if saved else f"{what}; no session was started"
+        return 130, f"{what} {CURRENT.hint()}"
     if isinstance(exc, SessionBusy):
         return 3, f"busy: {exc}"
     if isinstance(exc, UserError):

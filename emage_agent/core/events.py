@@ -58,6 +58,15 @@ class Scored(BaseModel):
     step: int
     score: float
     summary: str = ""
+    issues: list[dict[str, Any]] = Field(default_factory=list)  # category, severity, description, target
+
+
+class Waiting(BaseModel):
+    """The loop waits for an answer ("asking the judge ...", "planning ..."): displays show a clock."""
+
+    kind: Literal["wait"] = "wait"
+    role: str
+    step: int | None = None
 
 
 class RolledBack(BaseModel):
@@ -84,10 +93,10 @@ class Warned(BaseModel):
 
 
 EventPayload = Annotated[
-    StepStarted | DiffusionProgress | Decided | Vetoed | Scored | RolledBack | Stopped | Warned,
+    StepStarted | DiffusionProgress | Decided | Vetoed | Scored | Waiting | RolledBack | Stopped | Warned,
     Field(discriminator="kind"),
 ]
-EventKind = Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
+EventKind = Literal["step", "diffusion", "decision", "veto", "score", "wait", "rollback", "stopped", "warning"]
 
 
 class AgentEvent(BaseModel):

@@ -102,6 +102,8 @@ class RunOptions(BaseModel):
     region: str | None = Field(default=None, json_schema_extra=_INTERNAL)
     # The prompt's objects for detector verification, asked once.
     objects: list[dict[str, Any]] | None = Field(default=None, json_schema_extra=_INTERNAL)
+    # Made by ``--demo``: tiny random-weight models and a scripted judge, not real images.
+    demo: bool = Field(default=False, json_schema_extra=_INTERNAL)
 
     @field_validator("planner", mode="before")
     @classmethod

@@ -120,6 +120,7 @@ class SessionLoop:
         if current is not None and not pending:
             return current
         request = self.judge_request(rec, pending)
+        self._emit("asking the judge ...", ev.Waiting(role="judge", step=rec.step))
         try:
             evaluation = self.evaluator.evaluate(*request)
         finally:
@@ -143,9 +144,10 @@ class SessionLoop:
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
-        self._emit(
-            f"step {rec.step}: score {score:.2f}",
-            ev.Scored(step=rec.step or 0, score=score, summary=evaluation.summary),
+        issues = [i.model_dump(include={"category", "severity", "description", "target"}) for i in evaluation.issues]
+        self._emit(  # numbered like the history: the step the evaluation is stored with
+            f"step {target}: score {score:.2f}",
+            ev.Scored(step=target or 0, score=score, summary=evaluation.summary, issues=issues),
         )
         before = self.view.score_on_line(rec.parent)
         requested = bool(rec.decision and rec.decision.request)  # the person asked for it; they may undo it
@@ -439,6 +441,7 @@ class SessionLoop:
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
+        self._emit("planning ...", ev.Waiting(role="planner"))
         try:
             return self.planner.plan(ctx, feedback)
         except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead

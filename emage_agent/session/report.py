@@ -23,6 +23,12 @@ from emage_agent.session.store import SessionStore
 
 REPORT_NAME = "report.html"
 
+# A ``--demo`` session: tiny random-weight models and a scripted judge; its images and scores mean nothing.
+DEMO_BADGE = (
+    ' <span class="badge b-st" title="tiny random-weight models and a scripted judge">DEMO</span>',
+    '<p class="sub"><b>DEMO session</b>: the loop, the tools and the store are real; the models are tiny and '
+    "random and the judge is scripted, so the images are noise and the scores are not judgements.</p>",
+)
 _CSS = """
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1d2330;--mute:#5d6677;--line:#e3e6ec;--accent:#3b5bdb;
 --good:#2b8a3e;--warn:#e67700;--bad:#c92a2a;--gold:#f0b400;--code:#f1f3f6}
@@ -352,6 +358,7 @@ def render_report(store: SessionStore) -> str:
             + "</div></div>"
         )
     stopped = f" · stopped because: {_e(info.stopped_because)}" if info.stopped_because else ""
+    demo = DEMO_BADGE if info.options.get("demo") else ("", "")
     cards = "".join(
         _step_card(store, s, info.best_step, info.head_step, [c for c in calls if c["step"] == s.step]) for s in steps
     )
@@ -359,9 +366,9 @@ def render_report(store: SessionStore) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>EMage · {_e(info.original_prompt[:60])}</title><style>{_CSS}</style></head><body><main>"
-        f'<h1>EMage session</h1><p class="sub">{_e(info.id)} · started {_time(info.created_at)} · '
+        f'<h1>EMage session{demo[0]}</h1><p class="sub">{_e(info.id)} · started {_time(info.created_at)} · '
         f'updated {_time(info.updated_at)} <span class="badge b-st">{_e(info.status)}</span>{stopped}</p>'
-        f'<div class="stats">{stat_html}</div>'
+        f'{demo[1]}<div class="stats">{stat_html}</div>'
         f'<section class="card">{hero}</section>'
         f'<h2>Prompt</h2><section class="card">{_prompts(info, steps)}</section>'
         f'<h2>Score over steps</h2><section class="card">{score_plot(steps, info.best_step, threshold)}</section>'

@@ -389,7 +389,9 @@ class SessionStore:
             "original_prompt": info.original_prompt,
             "satisfaction_score": best.score if best else None,
             "best_step": info.best_step,
-            "iterations": sum(1 for s in steps if s.tool and s.tool not in NOT_TOOLS),
+            "iterations": _iterations(steps),
+            "steps": sum(1 for s in steps if s.tool and s.tool not in NOT_TOOLS),
+            "demo": bool(info.options.get("demo")),
             "stopped_because": info.stopped_because,
             "threshold_used": threshold_used,
             "speed": info.options.get("speed"),
@@ -410,3 +412,13 @@ class SessionStore:
         path = self.dir / SUMMARY_NAME
         atomic_write_bytes(path, (json.dumps(self.summary(), indent=2, ensure_ascii=False) + "\n").encode())
         return path
+
+
+def _iterations(steps: list[StepRecord]) -> int:
+    """Repair iterations: images made after the first one, a decision's extra candidates not counted."""
+    images = [
+        s
+        for s in steps
+        if s.error is None and any(a.role == "image" for a in s.artifacts) and not (s.decision or {}).get("candidate")
+    ]
+    return max(0, len(images) - 1)

@@ -31,7 +31,7 @@ from emage_agent.core.tools import (
     validate_arguments,
 )
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
-from emage_agent.strategy.threshold import adaptive_threshold
+from emage_agent.strategy.threshold import adaptive_threshold, plateau_may_stop
 from emage_agent.strategy.veto import (
     Verdict,
     VetoKind,
@@ -374,7 +374,7 @@ def should_stop(
             detail = f"{fmt_num(used)} of {fmt_num(limit)} {what} used"
             return StopDecision(stop=True, reason=_BUDGET_STOPS[what], detail=detail, threshold=thr)
     conv = convergence(history, config)
-    if conv.plateau:
+    if conv.plateau and plateau_may_stop(thr, config):
         detail = f"no gain > {fmt_num(config.plateau_epsilon)} in the last {config.plateau_window} scores"
         detail = f"{detail}; best {fmt_num(conv.best or 0.0)}"
         return StopDecision(stop=True, reason="plateau", detail=detail, threshold=thr)

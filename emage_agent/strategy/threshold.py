@@ -44,3 +44,15 @@ def adaptive_threshold(scores: Sequence[float], config: SelectorConfig) -> Thres
         adjustments.append(ThresholdAdjustment(after_score=i, old=threshold, new=new))
         threshold = new
     return ThresholdTrace(threshold=threshold, adjustments=adjustments)
+
+
+def plateau_may_stop(threshold: float, config: SelectorConfig) -> bool:
+    """A plateau ends the session only once the adaptive bar stands at its floor.
+
+    Why: the user allowed the bar to come down to the floor; stopping on a plateau before it got there
+    would end the session as ``plateau`` at a score the lowered bar might still have accepted.
+    Without the adaptive threshold a plateau stops at once, as before.
+    """
+    if not config.adaptive_threshold:
+        return True
+    return threshold <= min(config.adaptive_floor, config.threshold) + TOL

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emage_agent.adapters.bench import Bench, detector_accuracy, load_prompts, parse_modes
+from emage_agent.adapters.bench import Bench, bootstrap_ci, detector_accuracy, load_prompts, parse_modes
 from emage_agent.api import Agent
 from emage_agent.core.detection import Detection, ObjectSpec
 from emage_agent.core.errors import UserError
@@ -94,8 +95,49 @@ def test_bench_on_four_prompts_with_three_modes(
         assert len(list(csv.DictReader(handle))) == 12
     gallery = (out / "gallery.html").read_text()
     assert gallery.count("<img") == 12 and len(list((out / "images").iterdir())) == 12
-    overall = json.loads((out / "results.json").read_text())["overall"]
+    results = json.loads((out / "results.json").read_text())
+    overall = results["overall"]
     assert [o["mode"] for o in overall] == ["single", "best_of_n", "emage"]
+    # model loading is a warm-up counted in no mode; each mode's mean has a bootstrap interval around it
+    assert results["model_loading_gpu_seconds"] > 0 and bench.loading_seconds == results["model_loading_gpu_seconds"]
+    for o in overall:
+        low, high = o["mean_score_ci95"]
+        assert low <= o["mean_score"] <= high
+    assert "95% CI" in table and "model loading" in table
+    # the gallery: a summary table, and each image links to its session's report
+    assert "95% CI (bootstrap)" in gallery
+    links = re.findall(r'href="([^"]+report\.html)"', gallery)
+    assert len(links) == 12 and all((out / link).is_file() for link in links)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
+    values = [0.2, 0.4, 0.6, 0.8, 0.5, 0.7]
+    low, high = bootstrap_ci(values)  # type: ignore[misc]
+    assert low < sum(values) / len(values) < high and bootstrap_ci(values) == (low, high)
+    assert bootstrap_ci([0.5]) is None
+    narrow = bootstrap_ci([0.5] * 6)
+    assert narrow == (0.5, 0.5)
+
+
+def test_a_detector_that_cannot_load_is_reported_once_and_the_bench_goes_on(
+    tiny_family: TinyFamily, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from emage_agent.api import demo_agent
+
+    monkeypatch.setenv("EMAGE_DEMO_CACHE", str(tiny_family.root))
+    agent = demo_agent(tmp_path / "s")
+    agent.settings = agent.settings.model_copy(update={"detector": str(tmp_path / "no-such-detector")})
+    said: list[str] = []
+    bench = Bench(
+        agent, tmp_path / "bench", modes=["single", "emage"], iterations=1, seed=1,
+        session_options={"width": 64, "height": 64, "steps": 2},
+    )  # fmt: skip
+    bench.say = said.append
+    rows = bench.run(load_prompts(SHIPPED)[:2])
+    assert len(rows) == 4 and all(r.image for r in rows) and all(r.detector_accuracy is None for r in rows)
+    off = [line for line in said if line.startswith("detector off")]
+    assert len(off) == 1 and "EMAGE_DETECTOR=none" in off[0]
+    assert [line.split("]")[0] for line in said if line.startswith("[")] == ["[1/4", "[2/4", "[3/4", "[4/4"]
 
 
 def test_cli_bench_refuses_bad_input_in_one_line(tmp_path: Path) -> None:

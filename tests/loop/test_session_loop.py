@@ -101,7 +101,8 @@ def test_iteration_limit_stops_the_loop(agent: Agent, fake_gemini: Any) -> None:
     )
     summary = start(agent, iterations=2, planner="gemini").run()
     assert summary["stopped_because"] == "iteration_limit"
-    assert summary["iterations"] == 3  # the first image and two repairs
+    assert summary["iterations"] == 2  # two repairs after the first image, as asked
+    assert summary["steps"] == 3  # the first image and two repairs
     assert summary["satisfaction_score"] == 0.5
 
 

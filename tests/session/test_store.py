@@ -35,6 +35,8 @@ SUMMARY_KEYS = {
     "satisfaction_score",
     "best_step",
     "iterations",
+    "steps",
+    "demo",
     "stopped_because",
     "threshold_used",
     "speed",
@@ -262,7 +264,9 @@ def test_summary_matches_the_spec_and_the_files(store: SessionStore) -> None:
     assert set(on_disk) == SUMMARY_KEYS
     assert on_disk["session_id"] == store.id and on_disk["session_dir"] == str(store.dir)
     assert on_disk["original_prompt"] == "a red cube on a blue sphere" and on_disk["final_prompt"] == "a RED cube"
-    assert (on_disk["best_step"], on_disk["satisfaction_score"], on_disk["iterations"]) == (3, 0.8, 4)
+    assert (on_disk["best_step"], on_disk["satisfaction_score"]) == (3, 0.8)
+    # iterations count repairs after the first image (a rolled-back one was still run); steps count every tool step
+    assert (on_disk["iterations"], on_disk["steps"], on_disk["demo"]) == (2, 4, False)
     assert on_disk["stopped_because"] == "threshold" and Path(on_disk["final_image"]).is_file()
     assert [h["step"] for h in on_disk["history"]] == [1, 2, 3, 4]
     for h in on_disk["history"]:

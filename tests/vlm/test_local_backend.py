@@ -124,7 +124,7 @@ def test_whole_session_on_cpu_with_the_local_judge(
     agent.check_ready()
     session = agent.start("a red fox on a blue car", width=64, height=64, steps=2, seed=1, iterations=1, threshold=1.0)
     summary = session.run()
-    assert summary["iterations"] >= 2 and summary["stopped_because"] in ("iteration_limit", "threshold")
+    assert summary["steps"] >= 2 and summary["stopped_because"] in ("iteration_limit", "threshold")
     used = {"backend": "local", "model": str(local_settings.local_vlm_model)}
     assert summary["vlm"]["evaluate"] == used and summary["vlm"]["plan"] == used
     assert all(c["extra"]["backend"] == "local" and c["ok"] for c in session.store.calls())

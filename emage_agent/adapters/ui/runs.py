@@ -136,6 +136,8 @@ class Studio:
     def start(self, prompt: str, options: dict[str, Any], start_image: Image.Image | None = None) -> Run:
         """A new session for ``prompt``, made (or, from an uploaded image, judged) and refined in the background."""
         text = check_text(prompt, "prompt")
+        if self.agent.demo:  # ``ui --demo``: marked as such, planned by rules
+            options = {**options, "demo": True, "planner": "selector"}
         run = Run("")  # named once the session exists; its events reach the run from the start
         session = self._agent_for(run).create(text, image=start_image, **options)  # a picture is an upload step
         run.session_id = session.id
