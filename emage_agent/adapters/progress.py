@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from emage_agent.core.events import AgentEvent
+from emage_agent.core.tools import registry
 from emage_agent.session import IMAGE_TOOLS
 
 STYLES = {
@@ -200,7 +201,8 @@ class ProgressView:
         self._decision = ""
         self.line("next", f"{tool}{why}")
         self._tools_run += 1
-        if self._tools_run == 1 and tool not in ("rewrite_prompt",):
+        needs_models = (known := registry().get(tool)) is None or known.family != "none"
+        if self._tools_run == 1 and needs_models:  # the first GPU tool loads its models: say so
             self._start_wait(f"loading models and starting {tool} ...")
         if self._iterations is not None and tool in IMAGE_TOOLS and self._tools_run > 1:
             self._progress.advance(self._iterations)

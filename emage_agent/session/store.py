@@ -417,8 +417,6 @@ class SessionStore:
 def _iterations(steps: list[StepRecord]) -> int:
     """Repair iterations: images made after the first one, a decision's extra candidates not counted."""
     images = [
-        s
-        for s in steps
-        if s.error is None and any(a.role == "image" for a in s.artifacts) and not (s.decision or {}).get("candidate")
+        s for s in steps if s.error is None and any(a.role == "image" for a in s.artifacts) and not s.is_extra_candidate
     ]
     return max(0, len(images) - 1)
