@@ -65,3 +65,4 @@ class AgentEvent(BaseModel):
     kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
+    preview: bytes | None = Field(default=None, exclude=True, repr=False)  # a diffusion preview (PNG), for displays

@@ -22,7 +22,7 @@ from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.core.options import AgentEvent, RunOptions
 from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
-from emage_agent.core.ports import RunsTools, png_bytes
+from emage_agent.core.ports import RunsTools, StepWatcher, png_bytes
 from emage_agent.core.redact import scrub
 from emage_agent.core.tools import TOOL_NAMES, get_contract
 from emage_agent.loop.candidates import more_candidates
@@ -62,6 +62,7 @@ class SessionLoop:
         self.config = config
         self._usage = usage
         self._emit_fn = emit
+        self._diffusion: dict[str, int] = {}  # the last diffusion step reported, for the preview after it
         self.options = RunOptions(**store.info.options)
         self.halt: Callable[[], bool] = lambda: False  # asked between steps; True ends the run, resumable
         self.detector_check = (
@@ -445,7 +446,7 @@ class SessionLoop:
             if call.name == "rewrite_prompt":
                 return self._rewrite(call, record)
             images = self._inputs(call)
-            out = self.tools.run(call.name, call.args, images, on_step=self._on_step)
+            out = self.tools.run(call.name, call.args, images, on_step=StepWatcher(self._on_step, self._on_preview))
         except (ModelMistake, UserError) as exc:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
@@ -516,7 +517,13 @@ class SessionLoop:
         return images
 
     def _on_step(self, step: int, total: int) -> None:
+        self._diffusion = {"step": step, "total": total}
         self._emit("diffusion", f"diffusion step {step}/{total}", step=step, total=total)
+
+    def _on_preview(self, png: bytes) -> None:
+        """The image forming, as the executor previewed it after the step just reported (PNG, not JSON)."""
+        if self._emit_fn is not None:
+            self._emit_fn(AgentEvent(kind="diffusion", message="preview", data=dict(self._diffusion), preview=png))
 
     # ---- conversation --------------------------------------------------------------
     def add_feedback(self, text: str) -> int:
