@@ -172,14 +172,14 @@ def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path
     """The Options box is an input of Run, and the page hands it to the session: on, a plateau stops at the
     lowered bar and says so; off, the same scores run to the iteration limit."""
     pytest.importorskip("gradio")
-    from emage_agent.adapters.ui.app import Page, build
+    from emage_agent.adapters.ui.app import layout
 
     studio, _executor = studio_for(tmp_path, PLATEAU)
-    run_inputs = [f.inputs for f in build(studio).fns.values() if f.name == "run"]
+    demo, page = layout(studio)
+    run_inputs = [f.inputs for f in demo.fns.values() if f.name == "run"]
     assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
-    page = Page(studio)
-    shown = list(page.run("a red fox", 3, 0.8, 3, 64, 64, 2, "selector", adaptive, None))
-    session_id = shown[-1][0]
+    shown = list(page.run("a red fox", 3, 0.8, "3", 64, 64, 2, "selector", adaptive, None))
+    session_id = shown[-1][page.c.session_id]
     with studio.open_store(session_id) as store:
         assert store.info.options["adaptive_threshold"] is adaptive
         summary = store.summary()
