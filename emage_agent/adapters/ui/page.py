@@ -123,7 +123,8 @@ class Page:
     def _headline(self, store: Any, note: str) -> str:
         run = self.studio.running(store.id)
         state = "running" if run else store.info.status
-        why = f" ({store.info.stopped_because})" if store.info.stopped_because and not run else ""
+        shown = store.info.stopped_because and not run and state != "failed"  # a failure is told once, in the note
+        why = f" ({store.info.stopped_because})" if shown else ""
         seed = views.seed_of(store)
         line = f"Session {store.id} · {state}{why}" + (f" · seed {seed}" if seed is not None else "")
         return f"{line}\n{note}" if note else line
