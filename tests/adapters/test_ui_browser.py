@@ -171,8 +171,8 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
 
         # a mistake: one status line, and every panel keeps its content (no red error badges)
         page.get_by_role("button", name="Send feedback").click()
-        playwright.expect(page.locator("#status textarea")).to_have_value("Not done: feedback: is empty; "
-                                                                          "write what the image should show or what to change")  # fmt: skip
+        empty = "Not done: feedback: is empty; write what the image should show or what to change"
+        playwright.expect(page.locator("#status textarea")).to_have_value(empty)
         assert len(captions(page)) == 3 and page.locator(".error").count() == 0
 
         # paint a region on the newest image and send feedback: the next repair is limited to it
@@ -229,13 +229,14 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         phone.goto(url)
         phone.locator("#sessions button.thumbnail-item").filter(has_text="a red fox").click()
         playwright.expect(phone.locator("#steps .caption-label")).to_have_count(4)
-        tops = {name: phone.locator(sel).first.bounding_box()["y"] for name, sel in
-                {"image": "#image", "steps": "#steps", "feedback": "#mask", "options": "button:has-text('Options')"}.items()}  # fmt: skip
+        where = {"image": "#image", "steps": "#steps", "feedback": "#mask", "options": "button:has-text('Options')"}
+        tops = {name: phone.locator(sel).first.bounding_box()["y"] for name, sel in where.items()}
         assert tops["image"] < tops["steps"] < tops["feedback"] < tops["options"], tops
         assert tops["image"] < 844, tops  # the image starts on the first screen
         assert not phone.get_by_label("Iterations").is_visible()  # folded away
         assert "0.90" in phone.locator("#steps .caption-label").nth(1).inner_text()  # the score fits the caption
         no_sideways_scroll(phone, 390)
+        phone.evaluate("window.scrollTo(0, 0)")
         phone_shot = tmp_path / "ui-phone.png"
         phone.screenshot(path=str(phone_shot))
         browser.close()

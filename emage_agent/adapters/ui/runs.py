@@ -114,9 +114,12 @@ class RetryNotes(logging.Handler):
                          f"attempt {int(match.group(2)) + 1}")  # fmt: skip
 
     def install(self, logger_name: str = "emage_agent.vlm") -> None:
+        """Listen on ``logger_name`` (INFO, where retries are logged), replacing an earlier page's listener."""
         logger = logging.getLogger(logger_name)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
+        for old in [h for h in logger.handlers if isinstance(h, RetryNotes)]:
+            logger.removeHandler(old)
         logger.addHandler(self)
 
 
