@@ -5,7 +5,7 @@ the file helpers stay inside this package.
 """
 
 from emage_agent.session.files import atomic_write_bytes, new_session_id, scrub
-from emage_agent.session.records import Artifact, CallRecord, StepRecord
+from emage_agent.session.records import CallRecord, StepRecord
 from emage_agent.session.schema import MIGRATIONS
 from emage_agent.session.store import SessionStore
 from emage_agent.session.view import IMAGE_TOOLS, SessionView
@@ -13,7 +13,6 @@ from emage_agent.session.view import IMAGE_TOOLS, SessionView
 __all__ = [
     "IMAGE_TOOLS",
     "MIGRATIONS",
-    "Artifact",
     "CallRecord",
     "SessionStore",
     "SessionView",

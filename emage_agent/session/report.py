@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from emage_agent.session import Artifact, SessionStore, StepRecord, atomic_write_bytes
+from emage_agent.session.files import atomic_write_bytes
+from emage_agent.session.records import Artifact, StepRecord
+from emage_agent.session.store import SessionStore
 from emage_agent.session.words import alternatives, arguments, what_ran
 
 REPORT_NAME = "report.html"

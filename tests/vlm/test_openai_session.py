@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from emage_agent.api import Agent
-from tests.support import fake_openai as fo
 from tests.adapters.test_cli import SMALL, cli_env, emage
 from tests.loop.test_session_loop import PROMPTY, STYLE, Script
 from tests.session.test_store import SUMMARY_KEYS
+from tests.support import fake_openai as fo
 from tests.support.fake_gemini import function_call_reply
 from tests.support.fake_openai import FAKE_OPENAI_KEY
 
