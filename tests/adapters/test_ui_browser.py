@@ -196,7 +196,9 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
             painted = [s for s in store.steps() if s.tool == "make_mask" and s.note == "the region you painted"]
             assert len(painted) == 1, [(s.tool, s.note) for s in store.steps()]
             mask = store.load_image(f"s{painted[0].step}-mask")
-            assert 0 < sum(mask.convert("L").histogram()[1:]) < 64 * 64 // 2  # a stroke, not the whole image
+            mask = mask.convert("L")
+            assert mask.getpixel((26, 26)) == 255  # on the stroke (from 30 % to 70 % across, 30 % to 60 % down)
+            assert mask.getpixel((60, 3)) == mask.getpixel((3, 60)) == 0  # far from it: kept as it was
             assert store.info.options.get("region") is None  # for that repair only
         playwright.expect(details).to_contain_text("because you asked: make the car darker")
         shot = tmp_path / "ui-desktop.png"
@@ -232,7 +234,7 @@ def test_run_watch_steer_and_browse_in_a_real_browser(served: Any, tmp_path: Pat
         where = {"image": "#image", "steps": "#steps", "feedback": "#mask", "options": "button:has-text('Options')"}
         tops = {name: phone.locator(sel).first.bounding_box()["y"] for name, sel in where.items()}
         assert tops["image"] < tops["steps"] < tops["feedback"] < tops["options"], tops
-        assert tops["image"] < 844, tops  # the image starts on the first screen
+        assert tops["steps"] < 844, tops  # the image and the start of the steps on the first screen
         assert not phone.get_by_label("Iterations").is_visible()  # folded away
         assert "0.90" in phone.locator("#steps .caption-label").nth(1).inner_text()  # the score fits the caption
         no_sideways_scroll(phone, 390)

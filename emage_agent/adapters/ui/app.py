@@ -31,6 +31,11 @@ CSS = """
   max-width: none; font-size: 12px; line-height: 1.25}
 #sessions .grid-container {grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)) !important}
 #chart svg {max-height: 200px}
+@media (max-width: 640px) {
+  .emage-intro {display: none}
+  #image {height: 260px !important} #image img {max-height: 230px}
+  #steps .thumbnail-item {flex-basis: 104px; height: 104px}
+}
 """
 INTRO = (
     "Write a prompt and press **Run**: EMage makes the image, has it judged, and repairs it step by step. "
@@ -82,7 +87,7 @@ def layout(studio: Studio, defaults: dict[str, Any] | None = None) -> tuple[gr.B
     page = Page(studio)
     with gr.Blocks(title="EMage") as demo:
         gr.Markdown("# EMage", elem_classes="emage-title")
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_classes="emage-intro")
         with gr.Row(equal_height=False):
             prompt = gr.Textbox(label="Prompt", lines=2, scale=4, placeholder="a red fox on the roof of a blue car")
             with gr.Column(scale=1, min_width=140):
