@@ -85,6 +85,7 @@ p.did{margin:0 0 6px}.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:
 @media (max-width:820px){.grid,.hero{grid-template-columns:1fr}.grid .media{max-width:340px}}
 @media (max-width:480px){main{padding:14px 10px 40px}.card{padding:12px}.stat{min-width:0;flex:1 1 40%}
 .grid{grid-template-columns:110px minmax(0,1fr);gap:10px}.hero{gap:10px}
+.tablewrap table{min-width:280px}td,th{overflow-wrap:normal;padding:4px 5px}
 h1{font-size:21px}.score{font-size:18px}}
 """
 

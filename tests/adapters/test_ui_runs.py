@@ -231,3 +231,33 @@ def test_two_runs_at_once_each_record_only_their_own_vlm_calls(
             booked += len(calls)
     assert booked == len(fake_gemini.requests) == len(order)
     assert sum(a != b for a, b in zip(order, order[1:], strict=False)) >= 2, "the runs did not talk to the VLM at once"
+
+
+def test_a_painted_region_limits_the_next_repair_only(tmp_path: Path) -> None:
+    """Feedback with a region: stored as a mask step, handed to that repair as its region, then lifted."""
+    from PIL import Image, ImageDraw
+
+    from emage_agent.adapters.ui.page import painted_region
+
+    studio, executor = studio_for(tmp_path, [0.9, 0.95, 0.97, 0.99])
+    run = studio.start("a red fox", {**OPTIONS, "iterations": 1})
+    finish(run)
+    layer = Image.new("RGBA", (128, 128), (0, 0, 0, 0))  # the editor's layer: strokes on transparency, canvas size
+    ImageDraw.Draw(layer).rectangle([0, 0, 63, 63], fill=(255, 59, 48, 255))
+    region = painted_region({"background": None, "layers": [layer], "composite": None})
+    assert region is not None and painted_region({"layers": [Image.new("RGBA", (8, 8))]}) is None
+    before = len(executor.calls)
+    finish(studio.feedback(run.session_id, "make the fox sit", region))
+    repairs = executor.calls[before:]
+    assert repairs and all("region" in images for _tool, _args, images in repairs)
+    with studio.open_store(run.session_id) as store:
+        painted = [s for s in store.steps() if s.tool == "make_mask"]
+        assert [s.note for s in painted] == ["the region you painted"]
+        mask = store.load_image(f"s{painted[0].step}-mask")
+        assert mask.size == (64, 64) and mask.getpixel((10, 10)) == 255 and mask.getpixel((50, 50)) == 0
+        assert store.info.options.get("region") is None
+    again = len(executor.calls)
+    finish(studio.feedback(run.session_id, "now the tail"))  # no region: the whole image again
+    assert all("region" not in images for _tool, _args, images in executor.calls[again:])
+    with pytest.raises(UserError, match="mask: the painted region is empty"):
+        studio.feedback(run.session_id, "x", Image.new("L", (64, 64), 0))
