@@ -76,7 +76,7 @@ def arguments(tool: str | None, args: dict[str, Any]) -> str:
     if args.get("seed") is not None:
         parts.append(f"seed {args['seed']}")
     if args.get("target"):
-        parts.append(f"on {_clip(args['target'], 60)}")
+        parts.append(f"target “{_clip(args['target'], 60)}”")
     return ", ".join(parts)
 
 
