@@ -15,37 +15,25 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation
-from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.events import AgentEvent
+from emage_agent.core.options import CONTINUING_OPTIONS, parse_options
+from emage_agent.core.options import FIXED_OPTIONS as RUN_FIXED_OPTIONS
 from emage_agent.core.planning import ToolCall
 from emage_agent.core.ports import png_bytes
 from emage_agent.core.redact import remember_settings
 from emage_agent.core.settings import Settings, load_settings
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import first_image_tool, validate_arguments
 from emage_agent.loop.session_loop import SessionLoop
 from emage_agent.session import SessionStore
 from emage_agent.vlm import VLM, CallLog, Role, choose, local_model, open_vlm
 
 log = logging.getLogger(__name__)
-# What a continuing session may change (they apply to the next steps) and what it may not, with why.
-CONTINUING_OPTIONS = (
-    "iterations",
-    "threshold",
-    "adaptive_threshold",
-    "adaptive_floor",
-    "adaptive_step",
-    "steps",
-    "guidance",
-    "planner",
-    "candidates",
-    "max_vlm_calls",
-    "max_gpu_seconds",
-)
+# What a continuing session may change and what it may not (with why): from the options model, plus the picture.
 FIXED_OPTIONS = {
-    "width": "the size is fixed by the session's first image; every edit keeps it",
-    "height": "the size is fixed by the session's first image; every edit keeps it",
-    "seed": "the seed belongs to the session's first image, which already exists",
+    **RUN_FIXED_OPTIONS,
     "image": "a session starts from one picture; start a new session for another",
     "mask": "the region belongs to the picture the session started from",
 }
@@ -87,6 +75,36 @@ class Agent:
         )
         self.on_event = on_event
 
+    def derive(
+        self,
+        *,
+        root: Path | str | None = None,
+        executor: Any = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+        planner_factory: Callable[[], Any] | None = None,
+        selector_config: strategy.SelectorConfig | None = None,
+    ) -> Agent:
+        """A variant of this agent for one adapter or run: its own executor handle, events or planner, sharing
+        the settings, the VLM clients (evaluator, rewriter, planners), the call log and the rate limiter.
+
+        Why: MCP and the UI put each run's executor behind a GPU-queue lane and route its events; copying the
+        fields by hand forgot one (the limiter) before. Unset arguments keep this agent's own.
+        """
+        derived = Agent(
+            self.settings,
+            root=root if root is not None else self.root,
+            executor=executor if executor is not None else self.executor,
+            evaluator=self.evaluator,  # built here, once: racing builds would split the call records
+            rewriter=self.rewriter,
+            planner_factory=planner_factory or self._new_planner,
+            selector_config=selector_config or self.selector_config,
+            on_event=on_event if on_event is not None else self.on_event,
+            limiter=self.limiter,
+            calls=self.calls,
+        )
+        derived._vlms = self._vlms  # the same backends for every role
+        return derived
+
     # ---- collaborators, built on first use ------------------------------------------
     @property
     def executor(self) -> Any:
@@ -104,11 +122,6 @@ class Agent:
             backend.share_calls(self.calls)
             self._vlms[name] = backend
         return self._vlms[name]
-
-    @property
-    def client(self) -> Any:
-        """The judge's client (kept for callers that inspect calls or close it)."""
-        return self.vlm("evaluator").client
 
     @property
     def evaluator(self) -> Any:
@@ -135,7 +148,7 @@ class Agent:
         return [c.model_dump(mode="json") for c in self.calls.take()]
 
     def _loop(self, store: SessionStore) -> SessionLoop:
-        planner = self._new_planner() if store.info.options.get("planner", "gemini") != "selector" else None
+        planner = self._new_planner() if store.info.options.get("planner", "vlm") != "selector" else None
         return SessionLoop(
             store,
             tools=self.executor,
@@ -178,20 +191,10 @@ class Agent:
         ``image`` starts from the user's picture instead (evaluated first, then repaired like any other);
         ``mask`` (white = may change) limits every repair to a region of it.
         """
-        _clean_prompt(prompt)
-        if mask is not None and image is None:
-            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
-        picture, region, note = None, None, ""
-        if image is not None:
-            from emage_agent.core.pictures import load_region_mask, load_start_image
-
-            picture, note = load_start_image(image)
-            region = load_region_mask(mask, picture.size) if mask is not None else None
-            options = {**options, "width": picture.width, "height": picture.height}
-        session = self.create(prompt, **options)
+        session = self.create(prompt, image=image, mask=mask, **options)
         try:
-            if picture is not None:
-                session.loop.start_from(picture, region, note)
+            if image is not None:
+                session.loop.evaluate_head()
             else:
                 session.loop.start()
         except BaseException:
@@ -202,15 +205,42 @@ class Agent:
         session.write_report()
         return session
 
-    def create(self, prompt: str, *, root: Path | str | None = None, **options: Any) -> Session:
-        """A new stored session with nothing run yet (``Session.run`` makes its first image)."""
+    def create(
+        self,
+        prompt: str,
+        *,
+        root: Path | str | None = None,
+        image: str | Path | Image.Image | None = None,
+        mask: str | Path | Image.Image | None = None,
+        **options: Any,
+    ) -> Session:
+        """A new stored session with nothing run yet (``Session.run`` makes its first image).
+
+        ``image`` (and ``mask``) is recorded as its first step, an ``upload``, judged when the session runs.
+        """
         prompt = _clean_prompt(prompt)
+        if mask is not None and image is None:
+            raise UserError("a mask limits repairs of a picture you give; pass --image too", field="mask")
+        picture, region, note = None, None, ""
+        if image is not None:
+            from emage_agent.core.pictures import load_region_mask, load_start_image
+
+            picture, note = load_start_image(image)
+            region = load_region_mask(mask, picture.size) if mask is not None else None
+            options = {**options, "width": picture.width, "height": picture.height}
         opts = parse_options(**options)  # also checks the first image's size, steps and guidance
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
         store = SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
         self.record_speed(store)
-        return Session(self, store)
+        session = Session(self, store)
+        if picture is not None:
+            try:
+                session.loop.record_upload(picture, region, note)
+            except BaseException:
+                store.close()
+                raise
+        return session
 
     def record_speed(self, store: SessionStore) -> None:
         """Store the speed settings in the session: as configured, then as the executor resolved them."""
@@ -218,10 +248,13 @@ class Agent:
 
         speed = speed_settings(self.settings)
         counters = getattr(self._executor, "counters", None)
-        for key in ("quantize", "attention", "residency"):
+        for key in ("quantize", "compile", "attention", "residency"):
             value = getattr(counters, key, None)
             if isinstance(value, str):
                 speed[key] = value
+        why = getattr(counters, "speed_why", None)
+        if why:
+            speed["why"] = dict(why)
         store.update_options({"speed": speed})
 
     def open(self, session: str | Path) -> Session:
@@ -239,7 +272,7 @@ class Agent:
         args = validate_arguments(tool, args)
         created = session is None
         if session is None:
-            if tool != "generate":
+            if tool != first_image_tool():
                 raise UserError(f"{tool} works on a session's image; pass a session_id", field="session_id")
             options = {k: args[k] for k in ("width", "height", "steps", "guidance", "seed") if k in args}
             store = SessionStore.create(self.root, original_prompt=args["prompt"], options={**options, "iterations": 0})
@@ -254,7 +287,7 @@ class Agent:
     def _run_one(session: Session, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         loop = session.loop
         with loop.running():
-            report = loop.execute(ToolCall(name=tool, args=args), decision={"strategy": "direct"}, vetoes=[])
+            report = loop.execute(ToolCall(name=tool, args=args), decision=Decision(strategy="direct"), kind="direct")
             session.store.set_status("done", stopped_because="tool call")
         session.write_report()
         head = session.store.head()

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from emage_agent.core.detection import Detection, ObjectSpec
 from emage_agent.core.errors import UserError
+from emage_agent.core.tools import image_step_kinds
 
 MODES = ("single", "best_of_n", "emage")
 MAX_CANDIDATES = 8
@@ -37,6 +38,7 @@ class BenchPrompt(BaseModel):
     prompt: str
     category: str = "other"
     objects: list[ObjectSpec] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)  # the item's own run options (a JSONL line may set them)
 
 
 class BenchRow(BaseModel):
@@ -53,40 +55,19 @@ class BenchRow(BaseModel):
     session_dir: str
 
 
-def _geneval_objects(include: list[dict[str, Any]]) -> list[ObjectSpec]:
-    out = []
-    for item in include:
-        position = item.get("position")
-        where = None
-        if isinstance(position, list) and position and isinstance(position[0], str):
-            word = position[0].split()[0]
-            where = {"left": "left", "right": "right", "above": "top", "below": "bottom"}.get(word)
-        out.append(ObjectSpec(name=str(item.get("class", "object")), count=item.get("count"), position=where))
-    return out
-
-
 def load_prompts(path: Path) -> list[BenchPrompt]:
-    """EMage's or GenEval's JSONL, one prompt per line; blank lines skipped."""
+    """The prompts of ``path`` through batch's reader (text, JSONL items, bench records or GenEval metadata).
+
+    Unlike a batch, a benchmark refuses a file with an unreadable line: its table would compare other sets.
+    """
+    from emage_agent.adapters.batch.items import read_items
+
     if not path.is_file():
-        raise UserError(f"{path} is not a file; give a JSONL file with one prompt per line", field="PROMPTS")
-    prompts: list[BenchPrompt] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if "include" in record:  # GenEval metadata
-                record = {
-                    "prompt": record["prompt"],
-                    "category": record.get("tag", "other"),
-                    "objects": [o.model_dump() for o in _geneval_objects(record["include"])],
-                }
-            prompts.append(BenchPrompt.model_validate(record))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}:{number} is not a prompt record ({exc})", field="PROMPTS") from None
-    if not prompts:
-        raise UserError(f"{path} holds no prompts", field="PROMPTS")
-    return prompts
+        raise UserError(f"{path} is not a file; give a text or JSONL file with one prompt per line", field="PROMPTS")
+    items, bad = read_items(path)
+    if bad:
+        raise UserError(f"{path}:{bad[0].line} is not a prompt record ({bad[0].message})", field="PROMPTS")
+    return [BenchPrompt(prompt=i.prompt, category=i.category, objects=i.objects, options=i.options) for i in items]
 
 
 def parse_modes(text: str) -> list[str]:
@@ -138,7 +119,7 @@ class Bench:
         self.agent.root = self.out / "sessions"
 
     def _session(self, prompt: BenchPrompt, seed: int, **options: Any) -> tuple[Any, dict[str, Any]]:
-        merged = {"threshold": self.threshold, "seed": seed, **self.session_options, **options}
+        merged = {"threshold": self.threshold, "seed": seed, **self.session_options, **prompt.options, **options}
         if prompt.objects:
             merged["objects"] = [o.model_dump() for o in prompt.objects]  # the harness knows them: no VLM call
         session = self.agent.start(prompt.prompt, **merged)
@@ -156,7 +137,7 @@ class Bench:
             with Image.open(summary["final_image"]) as image:
                 found = detect(image.convert("RGB"), [o.name for o in prompt.objects])
             accuracy = detector_accuracy(found, prompt.objects, settings.detector_threshold)
-        images = sum(1 for s in session.store.steps() if s.tool in ("generate", "upload") or s.tool.endswith("edit"))
+        images = sum(1 for s in session.store.steps() if s.tool in image_step_kinds())
         return BenchRow(
             prompt=prompt.prompt,
             category=prompt.category,

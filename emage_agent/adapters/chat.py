@@ -24,7 +24,7 @@ from emage_agent.core.errors import EmageError, ExecutionFailure
 
 if TYPE_CHECKING:
     from emage_agent.api import Agent, Session
-    from emage_agent.core.options import AgentEvent
+    from emage_agent.core.events import AgentEvent
 
 COMMANDS = ("undo", "revert", "history", "more", "save", "help", "quit", "exit", "q", "?")
 HELP = (
@@ -80,9 +80,9 @@ class Chat:
                 self.say(f"  - [{issue.category} {issue.severity:.1f}] {issue.description}{where}")
             if not evaluation.issues:
                 self.say("  no issues found")
-        decision = image_step.decision or {}
-        if decision.get("reason"):
-            self.say(f"  decided: {decision.get('strategy', '?')}: {decision['reason']} -> {image_step.tool}")
+        decision = image_step.decision
+        if decision is not None and decision.reason:
+            self.say(f"  decided: {decision.strategy or '?'}: {decision.reason} -> {image_step.tool}")
         info = store.info
         if info.current_prompt != info.original_prompt:
             self.say(f"  prompt: {info.current_prompt}")
@@ -222,7 +222,7 @@ def run_chat(
             if prompt:
                 console.print(Text("continuing the session; the prompt argument is ignored", style="yellow"))
             if options:
-                session.store.update_options(options)
+                session.configure(**options)  # through the API: a size or seed is refused with the reason
         else:
             console.print(Text("making the first image ...", style="dim"))
             session = agent.start(prompt or "", **options)

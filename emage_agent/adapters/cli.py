@@ -20,7 +20,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from emage_agent.adapters.flags import flag, option_flags
 from emage_agent.core.errors import EmageError, SessionBusy, UserError
+from emage_agent.core.options import FIXED_OPTIONS
 from emage_agent.core.redact import install_log_scrubber, one_line
 
 app = typer.Typer(
@@ -35,16 +37,10 @@ app = typer.Typer(
 )
 # typer vendors its own click; find its usage-error class without importing a private module.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench"}
+SUBCOMMANDS = {"run", "resume", "doctor", "chat", "mcp", "tools", "report", "ui", "batch", "bench", "serve"}
 err = Console(stderr=True, highlight=False)
 QUANTIZE_HELP = "none, fp8, int8, nf4 or auto (overrides EMAGE_QUANTIZE)."
-OPTION_NAMES = {
-    "max_vlm_calls": "--max-vlm-calls",
-    "max_gpu_seconds": "--max-gpu-seconds",
-    "adaptive_floor": "--adaptive-floor",
-    "adaptive_step": "--adaptive-step",
-}
-ADAPTIVE_HELP = "Lower the threshold while the scores plateau (see --adaptive-floor, --adaptive-step)."
+COMPILE_HELP = "off, regional, full, max-autotune or auto (overrides EMAGE_COMPILE)."
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -54,14 +50,14 @@ def _check_options(options: dict[str, Any]) -> None:
     try:
         parse_options(**options)
     except UserError as exc:
-        field = OPTION_NAMES.get(exc.field or "", f"--{exc.field}")
+        field = flag(exc.field or "options")
         raise UserError(str(exc).split(": ", 1)[-1], field=field) from None
 
 
-def _settings(device: str | None = None, quantize: str | None = None) -> Any:
+def _settings(device: str | None = None, quantize: str | None = None, compile_mode: str | None = None) -> Any:
     from emage_agent.core.settings import load_settings
 
-    overrides = {"device": device, "quantize": quantize}
+    overrides = {"device": device, "quantize": quantize, "compile": compile_mode}
     return load_settings(**{k: v for k, v in overrides.items() if v})
 
 
@@ -88,53 +84,22 @@ def _finish(summary: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command("run", help="Run a session for PROMPT (the default command).")
+@option_flags()  # --iterations, --threshold, --seed, ... from the options model
 def run_command(
     prompt: Annotated[str, typer.Argument(help="What the image should show.")],
-    iterations: Annotated[int, typer.Option(help="Repair iterations after the first image.")] = 3,
-    threshold: Annotated[float, typer.Option(help="Stop when the satisfaction score reaches this.")] = 0.8,
-    seed: Annotated[int | None, typer.Option(help="Seed of the first image.")] = None,
-    width: Annotated[int, typer.Option(help="Width, a multiple of 16.")] = 1024,
-    height: Annotated[int, typer.Option(help="Height, a multiple of 16.")] = 1024,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance (default: the model card's).")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for sessions.")] = Path("emage-sessions"),
-    planner: Annotated[
-        str,
-        typer.Option(help="vlm or gemini (the VLM plans by function calling) or selector (rules)."),
-    ] = "gemini",
-    max_vlm_calls: Annotated[int | None, typer.Option(help="Budget of VLM calls.")] = None,
-    max_gpu_seconds: Annotated[float | None, typer.Option(help="Budget of tool seconds.")] = None,
-    adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
-    adaptive_floor: Annotated[float | None, typer.Option(help="Lowest adaptive threshold (default 0.6).")] = None,
-    adaptive_step: Annotated[float | None, typer.Option(help="Adaptive threshold step (default 0.05).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu (overrides EMAGE_DEVICE).")] = None,
     quantize: Annotated[str | None, typer.Option(help=QUANTIZE_HELP)] = None,
+    compile_mode: Annotated[str | None, typer.Option("--compile", help=COMPILE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as one JSON object.")] = False,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
-    candidates: Annotated[int, typer.Option(help="First images and variants per repair; the best is kept.")] = 1,
+    **options: Any,
 ) -> None:
-
-    options = dict(
-        iterations=iterations,
-        threshold=threshold,
-        seed=seed,
-        width=width,
-        height=height,
-        steps=steps,
-        guidance=guidance,
-        planner=planner,
-        max_vlm_calls=max_vlm_calls,
-        max_gpu_seconds=max_gpu_seconds,
-        adaptive_threshold=adaptive_threshold,
-        adaptive_floor=adaptive_floor,
-        adaptive_step=adaptive_step,
-        candidates=candidates,
-    )
     if not prompt.strip():
         raise UserError("the prompt is empty; say what the image should show", field="PROMPT")
     _check_options(options)
-    settings = _settings(device, quantize)
+    settings = _settings(device, quantize, compile_mode)
     agent, view = _agent(settings, quiet=as_json)
     agent.root = out
     agent.check_ready()
@@ -145,22 +110,28 @@ def run_command(
             if exc.field != "session root":
                 raise
             raise UserError(str(exc).split(": ", 1)[-1], field="--out") from None
-        view.session(session.dir, iterations=iterations)
+        view.session(session.dir, iterations=options["iterations"])
         summary = session.run()
     _finish(summary, as_json)
 
 
 @app.command("resume", help="Continue a stopped or interrupted session from its last committed step.")
+@option_flags(exclude=tuple(FIXED_OPTIONS), defaults=False)  # what a continuing session may change
 def resume_command(
     session_dir: Annotated[Path, typer.Argument(help="The session's directory.")],
     iterations: Annotated[int | None, typer.Option(help="Run this many more iterations.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the summary as JSON.")] = False,
+    **options: Any,
 ) -> None:
+    options = {k: v for k, v in options.items() if v is not None}
+    _check_options(options)
     settings = _settings(device)
     agent, view = _agent(settings, quiet=as_json)
     agent.check_ready()
     session = agent.open(session_dir)
+    if options:
+        session.configure(**options)  # they apply to the steps this resume runs
     with view:
         view.session(session.dir, iterations=iterations or session.store.info.options.get("iterations"))
         summary = session.run(iterations)
@@ -186,9 +157,10 @@ def doctor_command(
 def tools_command(
     fmt: Annotated[str, typer.Option("--format", help="gemini, openai, mcp or json.")] = "json",
 ) -> None:
-    from emage_agent.core.tools import export_tools
+    from emage_agent.core.tools import available_tools, export_tools
 
-    sys.stdout.write(json.dumps(export_tools(fmt), indent=2) + "\n")  # type: ignore[arg-type]
+    names = available_tools(_settings())  # a tool the settings switch off is not offered
+    sys.stdout.write(json.dumps(export_tools(fmt, names), indent=2) + "\n")  # type: ignore[arg-type]
 
 
 @app.command("report", help="Rebuild a session's report.html.")
@@ -204,14 +176,15 @@ def report_command(session_dir: Annotated[Path, typer.Argument(help="The session
 
 
 @app.command("chat", help="Refine an image over several turns: feedback, undo, revert N, history, more, quit.")
+@option_flags(defaults=False)  # a continuing session takes only what is given (size and seed are refused)
 def chat_command(
     prompt: Annotated[str | None, typer.Argument(help="Start a new session with this prompt.")] = None,
     session_dir: Annotated[Path | None, typer.Option("--session", help="Continue this session.")] = None,
     out: Annotated[Path, typer.Option(help="Parent directory for new sessions.")] = Path("emage-sessions"),
-    adaptive_threshold: Annotated[bool, typer.Option("--adaptive-threshold", help=ADAPTIVE_HELP)] = False,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     image: Annotated[Path | None, typer.Option(help="Start from this picture instead of generating one.")] = None,
     mask: Annotated[Path | None, typer.Option(help="With --image: repairs change only its white region.")] = None,
+    **options: Any,
 ) -> None:
     from emage_agent.adapters.chat import run_chat
 
@@ -221,13 +194,15 @@ def chat_command(
     agent, _view = _agent(settings, quiet=True)
     agent.root = out
     agent.check_ready()
-    options = {"adaptive_threshold": True} if adaptive_threshold else {}
+    options = {k: v for k, v in options.items() if v is not None}  # only what was asked for
+    _check_options(options)
     run_chat(agent, prompt, session_dir, console=Console(highlight=False), image=image, mask=mask, **options)
 
 
 @app.command("bench", help="Compare single-shot, best-of-N and EMage on a prompt set; writes a table and gallery.")
+@option_flags(exclude=("candidates",), defaults=False)  # best_of_n sets the candidates; the rest from the model
 def bench_command(
-    prompts: Annotated[Path, typer.Argument(help="JSONL prompts (EMage's or GenEval metadata).")],
+    prompts: Annotated[Path, typer.Argument(help="Prompts: text (one a line), JSONL items or GenEval metadata.")],
     out: Annotated[Path, typer.Option(help="Directory for the table, the gallery and the sessions.")] = Path("bench"),
     modes: Annotated[str, typer.Option(help="Comma-separated: single, best_of_n, emage.")] = "single,best_of_n,emage",
     n: Annotated[int, typer.Option(help="Images for best_of_n (without --equal-compute).")] = 4,
@@ -236,11 +211,8 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="Base seed; prompt i uses seed + 1000 i in every mode.")] = 0,
     equal_compute: Annotated[bool, typer.Option(help="Give best_of_n the GPU seconds EMage used.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
-    width: Annotated[int, typer.Option(help="Width, a multiple of 16.")] = 1024,
-    height: Annotated[int, typer.Option(help="Height, a multiple of 16.")] = 1024,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model card's).")] = None,
-    planner: Annotated[str, typer.Option(help="gemini or selector, for the emage mode.")] = "gemini",
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    **options: Any,
 ) -> None:
     from emage_agent.adapters.bench import Bench, load_prompts, parse_modes
 
@@ -251,10 +223,11 @@ def bench_command(
     settings = _settings(device)
     agent, _view = _agent(settings, quiet=True)
     agent.check_ready()
-    options = {"width": width, "height": height, "steps": steps, "planner": planner}
+    options = {k: v for k, v in options.items() if v is not None}
+    _check_options({"iterations": iterations, "threshold": threshold, "seed": seed, **options})
     bench = Bench(
         agent, out, modes=chosen, n=n, iterations=iterations, threshold=threshold, seed=seed,
-        equal_compute=equal_compute, session_options={k: v for k, v in options.items() if v is not None},
+        equal_compute=equal_compute, session_options=options,
     )  # fmt: skip
     rows = bench.run(records)
     for row in bench.overall(rows):
@@ -319,8 +292,8 @@ def batch_command(
     height: Annotated[int | None, typer.Option(help="Height, a multiple of 16.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance.")] = None,
-    planner: Annotated[str | None, typer.Option(help="gemini or selector.")] = None,
-    max_vlm_calls: Annotated[int | None, typer.Option(help="Gemini calls per item.")] = None,
+    planner: Annotated[str | None, typer.Option(help="vlm or selector (gemini is read as vlm).")] = None,
+    max_vlm_calls: Annotated[int | None, typer.Option(help="VLM calls per item.")] = None,
     max_gpu_seconds: Annotated[float | None, typer.Option(help="Tool seconds per item.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished item on stdout.")] = False,
@@ -356,9 +329,51 @@ def batch_command(
     raise typer.Exit(run_batch(settings, opts, err))
 
 
+@app.command("serve", help="Serve an OpenAI-compatible images API and a session API over HTTP (the serve extra).")
+def serve_command(
+    out: Annotated[Path, typer.Option(help="Folder of the sessions the service runs.")] = Path("emage-sessions"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --auth.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    auth: Annotated[
+        str | None, typer.Option(help="Token clients send as their API key (or EMAGE_SERVE_TOKEN).", show_default=False)
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Sessions run at once (they share the GPU queue).")] = 2,
+    queue: Annotated[int, typer.Option(help="Runs that may wait beyond those; more get 429.")] = 16,
+    ray: Annotated[
+        str | None, typer.Option(help="Run the GPU work on Ray: auto, local or an address (EMAGE_RAY_ADDRESS).")
+    ] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="GPU actors to start (default: one per GPU).")] = None,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="A host name clients use to reach the server (repeatable).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+) -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError("serve needs FastAPI and uvicorn; install them with: pip install 'emage-agent[serve]'")
+    from emage_agent.adapters.serve.main import ServeOptions, run_serve
+
+    settings = _settings(device)
+    address = (ray or settings.ray_address or "auto") if ray is not None or settings.ray_address else None
+    fields = dict(out=out, host=host, port=port, token=auth or os.environ.get("EMAGE_SERVE_TOKEN") or None,
+                  concurrency=concurrency, queue=queue, ray=address, ray_actors=ray_actors,
+                  allowed_hosts=allowed_host or [])  # fmt: skip
+    try:
+        opts = ServeOptions(**fields)
+    except ValueError as exc:
+        first = exc.errors()[0]  # type: ignore[attr-defined]
+        raise UserError(
+            first["msg"],
+            field="--" + {"token": "auth"}.get(str(first["loc"][0]), str(first["loc"][0])).replace("_", "-"),
+        ) from None
+    run_serve(settings, opts)
+
+
 def _bare_ray(args: list[str]) -> list[str]:
     """``batch --ray`` without an address means EMAGE_RAY_ADDRESS or auto: give the option its empty value."""
-    if not args or args[0] != "batch":
+    if not args or args[0] not in ("batch", "serve"):
         return args
     fixed = list(args)
     for i, arg in enumerate(fixed):

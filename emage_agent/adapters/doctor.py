@@ -69,14 +69,21 @@ def _vlm_status(settings: Settings, role: Role, has_token: bool) -> tuple[str, s
 
 
 def memory_plan(
-    hw: dict[str, Any], vram_gb: float | None, quantize: str, vlm: str | None = None, n_transformers: int = 4
+    hw: dict[str, Any],
+    vram_gb: float | None,
+    quantize: str,
+    vlm: str | None = None,
+    n_transformers: int = 4,
+    settings: Settings | None = None,
 ) -> dict[str, Any] | None:
     """The memory plan for ``vram_gb`` GiB, else for the first GPU's free memory; None without either.
 
     ``auto`` asks the card (fp8 from compute capability 8.9); without one it assumes an fp8 card.
-    ``vlm``: the local VLM that will judge or plan beside FLUX, counted in the plan.
+    ``vlm``: the local VLM that will judge or plan beside FLUX, counted in the plan. ``speed``: what
+    every speed setting resolves to on that card, and why (``executor.speed_choice``).
     """
-    from emage_agent.executor.planner import GiB, plan_memory, recommend
+    from emage_agent.executor.planner import GiB, pipeline_peak, plan_memory, recommend
+    from emage_agent.executor.speed_choice import GPU, choose_speed, installed_attention
 
     if vram_gb is not None:
         vram = int(vram_gb * GiB)
@@ -85,12 +92,24 @@ def memory_plan(
     else:
         return None
     capability = tuple(hw["gpus"][0]["capability"]) if hw["gpus"] else None
-    if quantize == "auto":
-        fp8 = capability is None or capability >= (8, 9)
-        quantize = "fp8" if fp8 else "int8"
-        if plan_memory(vram, quantize, vlm=vlm, n_transformers=n_transformers).residency == "offload":
-            quantize = "nf4"
-    plan = plan_memory(vram, quantize, vlm=vlm, n_transformers=n_transformers).model_dump(mode="json")
+    name = hw["gpus"][0]["name"] if hw["gpus"] and vram_gb is None else f"a {vram_gb:g} GiB card"
+    gpu = GPU(name=name, capability=capability or (9, 0), free_bytes=vram)
+    compile_setting = settings.compile if settings else "auto"
+    attention = settings.attention if settings else "auto"
+    choice = choose_speed(
+        quantize,
+        compile_setting,
+        attention,
+        gpu,
+        installed=installed_attention(),
+        n_transformers=n_transformers,
+        vlm=vlm,
+    )
+    if capability is None:
+        choice.why["quantize"] += " (no GPU here: a Hopper-class card assumed)"
+    plan = plan_memory(vram, choice.quantize, vlm=vlm, n_transformers=n_transformers).model_dump(mode="json")
+    plan["pipeline_peak_bytes"] = pipeline_peak(choice.quantize)
+    plan["speed"] = choice.model_dump(mode="json")
     plan["recommended"] = recommend(vram, capability, vlm=vlm)  # type: ignore[arg-type]
     return plan
 
@@ -104,6 +123,9 @@ def _plan_rows(table: Table, plan: dict[str, Any] | None) -> None:
         f"{plan['advice']}"
     )
     table.add_row("memory plan", plan["residency"] + ("" if plan["fits"] else " (does not fit)"), detail)
+    speed = plan["speed"]
+    for key in ("quantize", "compile", "attention"):
+        table.add_row(f"speed: {key}", speed[key], speed["why"][key])
     table.add_row("recommended", "", plan["recommended"]["env"])
 
 
@@ -163,7 +185,7 @@ def run_doctor(
     from emage_agent.vlm import local_model
 
     transformers = 5 if settings.edit_enabled else 4  # base, Canny, Depth, Fill (and Kontext for the edit tool)
-    plan = memory_plan(hw, vram_gb, quantize or settings.quantize, local_model(settings), transformers)
+    plan = memory_plan(hw, vram_gb, quantize or settings.quantize, local_model(settings), transformers, settings)
     if as_json:
         report = {"ready": not problems, "problems": problems, "hardware": hw, "vlm": vlm, "memory_plan": plan}
         sys.stdout.write(json.dumps(report) + "\n")

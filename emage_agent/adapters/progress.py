@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from emage_agent.core.options import AgentEvent
+from emage_agent.core.events import AgentEvent, DiffusionProgress, StepStarted
 from emage_agent.session import IMAGE_TOOLS
 
 STYLES = {
@@ -60,16 +60,16 @@ class ProgressView:
     def handle(self, event: AgentEvent) -> None:
         if not self.enabled:
             return
-        if event.kind == "diffusion":
-            total = int(event.data.get("total", 1))
+        payload = event.payload
+        if isinstance(payload, DiffusionProgress):
             if self._task is None:
-                self._task = self._progress.add_task("diffusion", total=total)
-            self._progress.update(self._task, completed=int(event.data.get("step", 0)), total=total)
+                self._task = self._progress.add_task("diffusion", total=payload.total)
+            self._progress.update(self._task, completed=payload.step, total=payload.total)
             return
-        if event.kind == "step" and self._task is not None:
+        if isinstance(payload, StepStarted) and self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
-        if event.kind == "step" and self._iterations is not None and event.data.get("tool") in IMAGE_TOOLS:
+        if isinstance(payload, StepStarted) and self._iterations is not None and payload.tool in IMAGE_TOOLS:
             self._progress.advance(self._iterations)
         line = Text(f"{event.kind:>8}  ", style=STYLES.get(event.kind, ""))
         line.append(event.message, style="")

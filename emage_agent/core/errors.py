@@ -48,9 +48,5 @@ class VLMUnavailable(ExecutionFailure):
     """The vision-language model could not be reached or kept failing after bounded retries."""
 
 
-class GeminiUnavailable(VLMUnavailable):
-    """Gemini could not be reached or kept failing after bounded retries."""
-
-
 class UnreadableAnswer(ExecutionFailure):
     """The model answered, but nothing usable could be read from it (never a silent default)."""

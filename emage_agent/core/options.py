@@ -4,38 +4,110 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emage_agent.core.errors import UserError
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import first_image_tool, get_contract, validate_arguments
 
-PlannerKind = Literal["gemini", "vlm", "selector"]  # gemini: the VLM planner (its older name)
+PlannerKind = Literal["vlm", "selector"]  # vlm: the VLM plans by function calling; selector: rules only
+PLANNER_ALIASES = {"gemini": "vlm"}  # older names still accepted (stored sessions, scripts), read as the new one
+
+
+_SIZE = "the size is fixed by the session's first image; every edit keeps it"
+_CONTINUING: dict[str, Any] = {"continuing": True}  # a continuing session may change it (for its next steps)
+_INTERNAL: dict[str, Any] = {"internal": True}  # set by EMage itself, not a way in
+
+
+def _fixed(reason: str) -> dict[str, Any]:
+    """Metadata of an option that belongs to the first image: a continuing session refuses it, saying why."""
+    return {"fixed": reason}
 
 
 class RunOptions(BaseModel):
-    """How one session runs. Stored with the session so ``resume`` continues the same way."""
+    """How one session runs. Stored with the session so ``resume`` continues the same way.
+
+    The one owner of every run option: its name, limits, help (``description``) and whether a continuing
+    session may change it (``json_schema_extra``). The CLI flags, the MCP ``refine`` schema, the batch item
+    fields, the bench options and the API's continuing-session rules are generated from these fields.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    iterations: int = Field(default=3, ge=0, le=100)
-    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=0, le=4294967295)
-    width: int = 1024
-    height: int = 1024
-    steps: int | None = None
-    guidance: float | None = None
-    planner: PlannerKind = "gemini"
-    max_vlm_calls: int | None = Field(default=None, ge=1)
-    max_gpu_seconds: float | None = Field(default=None, gt=0)
+    iterations: int = Field(
+        default=3, ge=0, le=100, description="Repair iterations after the first image.", json_schema_extra=_CONTINUING
+    )
+    threshold: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="Stop when the satisfaction score reaches this.",
+        json_schema_extra=_CONTINUING,
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=4294967295,
+        description="Seed of the first image (empty: random).",
+        json_schema_extra=_fixed("the seed belongs to the session's first image, which already exists"),
+    )
+    width: int = Field(default=1024, description="Width, a multiple of 16.", json_schema_extra=_fixed(_SIZE))
+    height: int = Field(default=1024, description="Height, a multiple of 16.", json_schema_extra=_fixed(_SIZE))
+    steps: int | None = Field(
+        default=None, description="Denoising steps (default: the model card's).", json_schema_extra=_CONTINUING
+    )
+    guidance: float | None = Field(
+        default=None, description="Guidance (default: the model card's).", json_schema_extra=_CONTINUING
+    )
+    planner: PlannerKind = Field(
+        default="vlm",
+        description="vlm (the VLM plans by function calling) or selector (rules); gemini is read as vlm.",
+        json_schema_extra=_CONTINUING,
+    )
+    max_vlm_calls: int | None = Field(
+        default=None, ge=1, description="Budget of VLM calls.", json_schema_extra=_CONTINUING
+    )
+    max_gpu_seconds: float | None = Field(
+        default=None, gt=0, description="Budget of tool seconds.", json_schema_extra=_CONTINUING
+    )
     # Opt-in: lower the threshold while the scores plateau, down to the floor (None: the selector's defaults).
-    adaptive_threshold: bool = False
-    adaptive_floor: float | None = Field(default=None, ge=0.0, le=1.0)
-    adaptive_step: float | None = Field(default=None, gt=0.0, le=1.0)
+    adaptive_threshold: bool = Field(
+        default=False,
+        description="Lower the threshold while the scores plateau (see adaptive_floor, adaptive_step).",
+        json_schema_extra=_CONTINUING,
+    )
+    adaptive_floor: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Lowest adaptive threshold (default 0.6).",
+        json_schema_extra=_CONTINUING,
+    )
+    adaptive_step: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Adaptive threshold step (default 0.05).",
+        json_schema_extra=_CONTINUING,
+    )
     # The executor's speed settings the session ran with (see ``config.speed_settings``), for tracing.
-    speed: dict[str, Any] | None = None
-    candidates: int = Field(default=1, ge=1, le=8)  # first images and variants per repair; the best is kept
-    region: str | None = None  # artifact id of the user's mask: repairs change only its white pixels
-    objects: list[dict[str, Any]] | None = None  # the prompt's objects for detector verification, asked once
+    speed: dict[str, Any] | None = Field(default=None, json_schema_extra=_INTERNAL)
+    candidates: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="First images and variants per repair; the best is kept.",
+        json_schema_extra=_CONTINUING,
+    )
+    # Artifact id of the user's mask: repairs change only its white pixels (set from a start picture's mask).
+    region: str | None = Field(default=None, json_schema_extra=_INTERNAL)
+    # The prompt's objects for detector verification, asked once.
+    objects: list[dict[str, Any]] | None = Field(default=None, json_schema_extra=_INTERNAL)
+
+    @field_validator("planner", mode="before")
+    @classmethod
+    def _planner_alias(cls, value: Any) -> Any:
+        """``gemini`` was the VLM planner's name before other backends came; it still means ``vlm``."""
+        return PLANNER_ALIASES.get(value, value) if isinstance(value, str) else value
 
     def generate_args(self, prompt: str) -> dict[str, Any]:
         """Arguments of the first ``generate`` call, checked against its contract."""
@@ -43,7 +115,46 @@ class RunOptions(BaseModel):
         for key in ("seed", "steps", "guidance"):
             if getattr(self, key) is not None:
                 raw[key] = getattr(self, key)
-        return validate_arguments("generate", raw)
+        return validate_arguments(first_image_tool(), raw)
+
+
+def _extra(name: str) -> dict[str, Any]:
+    extra = RunOptions.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+# The options a person sets, through every way in (CLI, chat, MCP, batch, bench, UI, API), in field order.
+PERSON_OPTIONS: tuple[str, ...] = tuple(n for n in RunOptions.model_fields if not _extra(n).get("internal"))
+# What a continuing session may change (they apply to the next steps) and what it may not, with why.
+CONTINUING_OPTIONS: tuple[str, ...] = tuple(n for n in PERSON_OPTIONS if _extra(n).get("continuing"))
+FIXED_OPTIONS: dict[str, str] = {n: str(_extra(n)["fixed"]) for n in PERSON_OPTIONS if "fixed" in _extra(n)}
+
+
+def option_help(name: str) -> str:
+    return RunOptions.model_fields[name].description or name
+
+
+def option_default(name: str) -> Any:
+    return RunOptions.model_fields[name].default
+
+
+def option_schema(name: str) -> dict[str, Any]:
+    """One option as a plain JSON Schema (type, limits, help) for schema-driven ways in such as MCP.
+
+    An option that is also a ``generate`` argument takes that contract's limits (a multiple of 16, ...).
+    """
+    schema = dict(RunOptions.model_json_schema()["properties"][name])
+    for key in ("title", "continuing", "fixed", "internal"):
+        schema.pop(key, None)
+    if "anyOf" in schema:  # ``int | None``: a way in leaves it out for None
+        schema = {**next(s for s in schema.pop("anyOf") if s.get("type") != "null"), **schema}
+    if schema.get("default", 0) is None:
+        schema.pop("default")
+    contract = get_contract(first_image_tool()).parameters["properties"].get(name)
+    if contract is not None:
+        limits = {k: v for k, v in contract.items() if k not in ("description", "default")}
+        schema = {**schema, **limits}
+    return schema
 
 
 def parse_options(**values: Any) -> RunOptions:
@@ -57,12 +168,3 @@ def parse_options(**values: Any) -> RunOptions:
         raise UserError(first["msg"], field=field) from None
     options.generate_args("size check")  # width, height, steps, guidance within the contract
     return options
-
-
-class AgentEvent(BaseModel):
-    """A progress event for displays (CLI, MCP progress, chat). ``data`` is plain JSON."""
-
-    kind: Literal["step", "diffusion", "decision", "veto", "score", "rollback", "stopped", "warning"]
-    message: str
-    data: dict[str, Any] = Field(default_factory=dict)
-    preview: bytes | None = Field(default=None, exclude=True, repr=False)  # a diffusion preview (PNG), for displays

@@ -19,9 +19,9 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 Residency = Literal["auto", "resident", "swap", "offload"]
 VLMChoice = Literal["auto", "gemini", "openai", "local"]
 QuantizeSetting = Literal["none", "fp8", "int8", "nf4", "auto"]
-CompileMode = Literal["off", "regional", "full"]
+CompileMode = Literal["auto", "off", "regional", "full", "max-autotune"]
 StepCache = Literal["off", "first_block", "taylorseer"]
-Attention = Literal["auto", "native", "flash", "sage", "flex"]
+Attention = Literal["auto", "native", "flash", "fa3", "sage", "sage_fp8", "flex"]
 SPEED_FIELDS = (
     "quantize",
     "compile",
@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     gemini_retry_initial_s: float = Field(default=1.0, ge=0)
     vlm_rpm: float | None = Field(default=None, gt=0)  # requests per minute for all sessions of a process
     ray_address: str | None = None  # ``--ray``'s default: auto, local or a cluster address
+    # The Ray resource one GPU actor takes: GPU, or a custom one (``ray start --resources '{"a100": 1}'``).
+    ray_gpu_resource: str = Field(default="GPU", min_length=1, max_length=64)
 
     # Which VLM judges (EMAGE_VLM) and which plans and rewrites (EMAGE_PLANNER_VLM; unset: the same).
     vlm: VLMChoice = "auto"
@@ -90,9 +92,10 @@ class Settings(BaseSettings):
     device: Device = "auto"
     dtype: DType = "auto"
     residency: Residency = "auto"
-    # Speed (see the README's "Speed" section); every session records the values it ran with.
-    quantize: QuantizeSetting = "none"
-    compile: CompileMode = "off"
+    # Speed (docs/speed.md); ``auto`` is fast on a CUDA GPU and exact on the CPU; every session
+    # records the values it ran with and why.
+    quantize: QuantizeSetting = "auto"
+    compile: CompileMode = "auto"
     compile_backend: str = "inductor"
     step_cache: StepCache = "off"
     step_cache_threshold: float = Field(default=0.05, gt=0, le=1)

@@ -1,7 +1,8 @@
-"""The tool contracts in ``tools/*.json``: the single source of truth for every tool.
+"""The tool registry: the contracts in ``tools/*.json`` plus the traits the code needs, one owner per fact.
 
-The executor's argument validation, the Gemini function declarations, the MCP tool
-schemas and the exports for other agent systems are all derived here, so they cannot drift.
+The executor's argument validation and dispatch, the planner declarations, the selector's repair table,
+the session views, the MCP tool list and the exports for other agent systems all read this module, so
+no other module spells a tool's name in a set or an if-chain and a switched-off tool is absent everywhere.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import copy
 import json
 from functools import cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict
 
 from emage_agent.core.errors import InvalidArgument, UserError
 from emage_agent.core.resources import data_dir
+
+if TYPE_CHECKING:
+    from emage_agent.core.settings import Settings
 
 TOOL_NAMES: tuple[str, ...] = (
     "generate",
@@ -27,6 +31,8 @@ TOOL_NAMES: tuple[str, ...] = (
     "rewrite_prompt",
 )
 ExportFormat = Literal["gemini", "openai", "mcp", "json"]
+Family = Literal["dev", "fill", "canny", "depth", "kontext", "none"]  # the FLUX.1 model a tool needs
+UPLOAD = "upload"  # not a tool: the step kind of a person's own start picture, which is an image like a tool's
 
 
 class ToolContract(BaseModel):
@@ -160,3 +166,130 @@ def export_tools(fmt: ExportFormat = "json", names: list[str] | None = None) -> 
         else:
             raise UserError(f"unknown format {fmt!r}; formats are gemini, openai, mcp, json", field="format")
     return out
+
+
+class Tool(BaseModel):
+    """One tool: its contract and its traits. Argument-shaped traits are read from the contract itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    contract: ToolContract
+    family: Family  # which FLUX.1 model it runs (none: no diffusion model)
+    makes_image: bool = False  # its output becomes the session's current image
+    makes_mask: bool = False  # its output is a mask for a later tool
+    rewrites_prompt: bool = False  # the VLM's tool: it changes the prompt, not the image
+    repairs: tuple[str, ...] = ()  # the issue categories it repairs
+    preferred: bool = False  # where available, it repairs its categories before the tools that also do
+    prepares: str | None = None  # the tool its output is for (make_mask -> inpaint): ranked right before it
+    rank: int = 0  # ties between equally weighed repairs: prepare first, then the most local edit
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    def _takes(self, arg: str) -> bool:
+        return arg in self.contract.parameters.get("properties", {})
+
+    @property
+    def edits_image(self) -> bool:
+        """It changes the current image (rather than making a new one from the prompt alone)."""
+        return self.makes_image and self._takes("image")
+
+    @property
+    def needs_mask(self) -> bool:
+        return self._takes("mask")
+
+    @property
+    def reads_image(self) -> bool:
+        """It needs the current image as input (edits and mask making)."""
+        return self._takes("image")
+
+    @property
+    def takes_prompt(self) -> bool:
+        return self._takes("prompt")
+
+    @property
+    def takes_strength(self) -> bool:
+        return self._takes("strength")
+
+    @property
+    def takes_instruction(self) -> bool:
+        return self._takes("instruction")
+
+    @property
+    def denoises(self) -> bool:
+        """A FLUX.1 diffusion run (seeded, its steps reported)."""
+        return self.family != "none"
+
+    def available(self, edit_enabled: bool) -> bool:
+        """Whether the tool is on: the Kontext edit is off when ``EMAGE_KONTEXT_MODEL=none``."""
+        return self.family != "kontext" or edit_enabled
+
+
+_TRAITS: dict[str, dict[str, Any]] = {  # the one place the code's knowledge of each tool is written
+    "rewrite_prompt": {"family": "none", "rewrites_prompt": True, "repairs": ("prompt", "semantic"), "rank": 0},
+    "make_mask": {"family": "none", "makes_mask": True, "prepares": "inpaint", "rank": 1},
+    "inpaint": {"family": "fill", "makes_image": True, "repairs": ("object",), "rank": 2},
+    "edit": {"family": "kontext", "makes_image": True, "repairs": ("object", "style"), "preferred": True, "rank": 3},
+    "depth_edit": {"family": "depth", "makes_image": True, "repairs": ("spatial",), "rank": 4},
+    "canny_edit": {"family": "canny", "makes_image": True, "repairs": ("style",), "rank": 5},
+    "generate": {"family": "dev", "makes_image": True, "rank": 6},
+}
+
+
+@cache
+def registry() -> dict[str, Tool]:
+    """Every tool by name, in ``TOOL_NAMES`` order."""
+    contracts = load_contracts()
+    return {name: Tool(contract=contracts[name], **_TRAITS[name]) for name in TOOL_NAMES}
+
+
+def get_tool(name: str) -> Tool:
+    """The tool called ``name``, or an ``InvalidArgument`` naming the tools there are."""
+    get_contract(name)
+    return registry()[name]
+
+
+def is_tool(name: str) -> bool:
+    return name in registry()
+
+
+def tool_names(edit_enabled: bool = True) -> list[str]:
+    """The names of the tools that are on, in ``TOOL_NAMES`` order."""
+    return [t.name for t in registry().values() if t.available(edit_enabled)]
+
+
+def available_tools(settings: Settings) -> list[str]:
+    """The tools these settings switch on: what every tool list (MCP, ``tools``, planners) offers."""
+    return tool_names(settings.edit_enabled)
+
+
+def image_step_kinds() -> frozenset[str]:
+    """Step tools whose image becomes the current image: the image-making tools and a person's upload."""
+    return frozenset({UPLOAD, *(t.name for t in registry().values() if t.makes_image)})
+
+
+def first_image_tool() -> str:
+    """The tool that makes an image from the prompt alone (FLUX.1-dev's ``generate``)."""
+    return next(t.name for t in registry().values() if t.makes_image and not t.edits_image)
+
+
+def mask_tool() -> str:
+    return next(t.name for t in registry().values() if t.makes_mask)
+
+
+def rewrite_tool() -> str:
+    return next(t.name for t in registry().values() if t.rewrites_prompt)
+
+
+def repair_tool_for(category: str, edit_enabled: bool) -> str | None:
+    """The tool that repairs issues of ``category``: a preferred tool where it is on, else the plain one."""
+    fits = [t for t in registry().values() if category in t.repairs and t.available(edit_enabled)]
+    fits.sort(key=lambda t: (not t.preferred, t.rank))
+    return fits[0].name if fits else None
+
+
+def plain_repair_tool(category: str) -> str | None:
+    """The repair for ``category`` that no preferred tool replaces (what the selector offers beside an edit)."""
+    fits = sorted((t for t in registry().values() if category in t.repairs and not t.preferred), key=lambda t: t.rank)
+    return fits[0].name if fits else None

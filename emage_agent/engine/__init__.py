@@ -5,8 +5,8 @@ twice. Ray actors are one more kind of GPU-queue worker (``emage_agent.engine.cl
 only when a cluster is asked for, since it imports Ray).
 """
 
-from emage_agent.engine.gpu import GpuQueue, Lane, WorkerLost
+from emage_agent.engine.gpu import GpuQueue
 from emage_agent.engine.pool import Job, Outcome, SessionPool
 from emage_agent.engine.ratelimit import RateLimiter
 
-__all__ = ["GpuQueue", "Job", "Lane", "Outcome", "RateLimiter", "SessionPool", "WorkerLost"]
+__all__ = ["GpuQueue", "Job", "Outcome", "RateLimiter", "SessionPool"]

@@ -24,7 +24,7 @@ def gpu_queue(settings: Settings, ray_address: str | None = None, actors: int | 
         from emage_agent.vlm import local_model
 
         resolve_device(settings)  # no GPU and no explicit CPU choice: say so now, not per item
-        executor = Executor(settings, local_vlm=local_model(settings))
+        executor = Executor(settings, local_vlm=local_model(settings), long_lived=True)
         try:
             yield GpuQueue(executor)
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -49,10 +50,14 @@ class GpuActor:
         from emage_agent.executor import Executor
 
         self.settings = Settings(_env_file=None, **settings)
-        self.executor = Executor(self.settings)
+        self.executor = Executor(self.settings, long_lived=True)
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        """The Ray node this actor runs on (its GPU's machine)."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def run(self, tool: str, args: dict[str, Any], pngs: dict[str, bytes]) -> dict[str, Any]:
         """Run one tool; images in and out as PNG bytes, EMage's own errors as plain data."""
@@ -112,10 +117,34 @@ class ActorWorker:
         )
 
 
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Refuse in one line an address nothing listens on, before Ray retries it for minutes.
+
+    Why: given a dead ``HOST:PORT``, ``ray.init`` logs a warning every few seconds for five minutes,
+    naming the node address it resolved rather than the one typed, and only then fails. ``auto`` is
+    probed when ``RAY_ADDRESS`` names the cluster; otherwise Ray finds (or misses) it at once itself.
+    """
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    if not target or target in ("local", "auto"):
+        return
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"{address!r} is not a Ray address; give auto, local or HOST:PORT", field="--ray")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"cannot reach a Ray cluster at {target!r}: {why.lower()}; is `ray start --head` running there?",
+            field="--ray",
+        ) from None
+
+
 def connect(address: str) -> None:
     """Join or start Ray: ``auto`` (a running cluster), ``local`` (start one here) or an address."""
     if ray.is_initialized():
         return
+    probe(address)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address == "local":
@@ -128,14 +157,23 @@ def connect(address: str) -> None:
 
 
 def start_actors(settings: Settings, count: int | None = None) -> list[ActorWorker]:
-    """One actor per GPU of the cluster (``count`` overrides; CPU actors when there is no GPU)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    use_gpu = gpus > 0 and settings.device != "cpu"
-    count = count or (gpus if use_gpu else 1)
+    """One actor per GPU of the cluster, wherever its nodes are (``count`` overrides; CPU actors when there
+    is no GPU). With ``EMAGE_RAY_GPU_RESOURCE`` set, one actor per unit of that custom resource instead."""
+    name = settings.ray_gpu_resource
+    available = int(ray.cluster_resources().get(name, 0))
+    if name != "GPU" and available < 1:
+        raise UserError(
+            f"the Ray cluster has no {name!r} resource; start its nodes with --resources '{{\"{name}\": 1}}'",
+            field="EMAGE_RAY_GPU_RESOURCE",
+        )
+    use_gpu = int(ray.cluster_resources().get("GPU", 0)) > 0 and settings.device != "cpu"
+    count = count or (available if use_gpu or name != "GPU" else 1)
     if count < 1:
         raise UserError("must be at least 1", field="--ray-actors")
+    resources: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+    if name != "GPU":
+        resources["resources"] = {name: 1}
     shipped = settings.model_dump(exclude=NOT_SHIPPED)
-    resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
     workers = []
     for i in range(count):
         actor = GpuActor.options(max_restarts=0, max_task_retries=0, **resources).remote(shipped)

@@ -3,8 +3,8 @@
 Importing this package loads none of them; they load when a tool first runs.
 """
 
-from emage_agent.executor.devices import choose_residency, resolve_device
+from emage_agent.executor.devices import resolve_device
 from emage_agent.executor.executor import Executor
-from emage_agent.executor.types import ExecutorCounters, ToolOutput
+from emage_agent.executor.types import ToolOutput
 
-__all__ = ["Executor", "ExecutorCounters", "ToolOutput", "choose_residency", "resolve_device"]
+__all__ = ["Executor", "ToolOutput", "resolve_device"]

@@ -1,7 +1,7 @@
 """Device, dtype and residency decisions, and the one place modules cross the host/device bus.
 
-``resolve_device`` and ``choose_residency`` are importable without loading any model, so the
-CLI can fail fast on a machine without a GPU and the policy can be unit-tested as arithmetic.
+``resolve_device`` is importable without loading any model, so the CLI can fail fast on a machine
+without a GPU; the residency policy itself is the memory planner's (``planner.plan_memory``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 Policy = Literal["resident", "swap", "offload"]
 GiB = 1024**3
-# Room for activations, the VAE decode and the allocator's slack at 1024x1024 in bfloat16.
-DEFAULT_HEADROOM = 4 * GiB
+# Room for activations, the VAE decode and the allocator's slack at 1024x1024 in bfloat16
+# (``activations.activation_bytes`` has it as a function of the image size).
+DEFAULT_HEADROOM = 4 * GiB + GiB // 2
 
 
 def resolve_device(settings: Settings) -> str:
@@ -47,25 +48,6 @@ def resolve_dtype(settings: Settings, device: str) -> torch.dtype:
     return getattr(torch, settings.dtype)
 
 
-def choose_residency(
-    free_bytes: int,
-    shared_bytes: int,
-    transformer_bytes: int,
-    n_transformers: int,
-    headroom: int = DEFAULT_HEADROOM,
-) -> Policy:
-    """The fastest policy that fits: all transformers resident, else one at a time, else offload.
-
-    ``shared_bytes`` are the text encoders and the VAE, which every policy but offload keeps
-    on the device; ``transformer_bytes`` is one FLUX transformer.
-    """
-    if free_bytes >= shared_bytes + n_transformers * transformer_bytes + headroom:
-        return "resident"
-    if free_bytes >= shared_bytes + transformer_bytes + headroom:
-        return "swap"
-    return "offload"
-
-
 def free_device_bytes(device: str) -> int:
     import torch
 
@@ -80,10 +62,26 @@ def free_device_bytes(device: str) -> int:
 
 def module_bytes(module: Any) -> int:
     """Bytes of a module's parameters and buffers: what a move across the bus carries."""
-    from emage_agent.executor.quantize import tensor_bytes
-
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(tensor_bytes(t) for t in tensors)
+
+
+def tensor_bytes(tensor: Any) -> int:
+    """Bytes a tensor really holds: a quantized tensor subclass is summed over its inner tensors.
+
+    torchao's quantized weights report the original dtype's ``element_size``; their storage is
+    the int8/fp8 data and the scales that ``__tensor_flatten__`` names.
+    """
+    flatten = getattr(type(tensor), "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ctx = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    nbytes = tensor.numel() * tensor.element_size()
+    state = getattr(tensor, "quant_state", None)  # bitsandbytes 4-bit: packed uint8 data plus absmax
+    absmax = getattr(state, "absmax", None)
+    if absmax is not None:
+        nbytes += absmax.numel() * absmax.element_size()
+    return nbytes
 
 
 def module_device(module: Any) -> str:

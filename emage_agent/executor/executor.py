@@ -8,6 +8,7 @@ breaks while running becomes ``ExecutionFailure`` so the session records it and 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import secrets
 import threading
@@ -19,24 +20,25 @@ from PIL import Image
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, InvalidArgument, UserError
 from emage_agent.core.settings import Settings
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import get_tool, validate_arguments
 from emage_agent.executor import inputs
 from emage_agent.executor.generation import CallbackRaised
 from emage_agent.executor.types import ExecutorCounters, ToolOutput
 
 log = logging.getLogger(__name__)
 
-DENOISING_TOOLS = ("generate", "canny_edit", "depth_edit", "inpaint", "edit")
 SEED_LIMIT = 2**32
 
 
 class Executor:
     """Runs FLUX.1 tools and mask making; thread-safe, one tool at a time on the device."""
 
-    def __init__(self, settings: Settings, local_vlm: str | None = None) -> None:
-        """``local_vlm``: the local VLM model that shares this device (its bytes join the memory plan)."""
+    def __init__(self, settings: Settings, local_vlm: str | None = None, long_lived: bool = False) -> None:
+        """``local_vlm``: the local VLM model that shares this device (its bytes join the memory plan);
+        ``long_lived``: this process serves many sessions (``auto`` speed settings count on it)."""
         self.settings = settings
         self.local_vlm = local_vlm
+        self.long_lived = long_lived
         self._counters = ExecutorCounters()
         self._manager: Any = None
         self._lock = threading.RLock()
@@ -52,7 +54,9 @@ class Executor:
             if self._manager is None:
                 from emage_agent.executor.models import ModelManager
 
-                self._manager = ModelManager(self.settings, self._counters, local_vlm=self.local_vlm)
+                self._manager = ModelManager(
+                    self.settings, self._counters, local_vlm=self.local_vlm, long_lived=self.long_lived
+                )
             return self._manager
 
     def run(
@@ -64,9 +68,9 @@ class Executor:
     ) -> ToolOutput:
         """Run ``tool``; ``images`` holds ``image`` (and ``mask`` for inpaint) as PIL images."""
         args, checked = _check(tool, args, images)
-        if tool == "edit" and not self.settings.edit_enabled:
+        if not get_tool(tool).available(self.settings.edit_enabled):
             raise UserError(
-                "edit is switched off; set EMAGE_KONTEXT_MODEL to a FLUX.1 Kontext model to use it",
+                f"{tool} is switched off; set EMAGE_KONTEXT_MODEL to a FLUX.1 Kontext model to use it",
                 field="EMAGE_KONTEXT_MODEL",
             )
         with self._lock:
@@ -125,9 +129,10 @@ def _check(
     tool: str, args: dict[str, Any] | None, images: dict[str, Image.Image] | None
 ) -> tuple[dict[str, Any], dict[str, Image.Image]]:
     """Validated arguments (defaults filled, seed chosen) and checked images, before any model work."""
-    if tool == "rewrite_prompt":
+    traits = get_tool(tool)
+    if traits.rewrites_prompt:
         raise InvalidArgument(
-            "rewrite_prompt is Gemini's tool, not the executor's: the agent asks Gemini for the new prompt, "
+            f"{tool} is the VLM's tool, not the executor's: the agent asks the VLM for the new prompt, "
             "then runs generate or an edit with it",
             field="tool",
         )
@@ -136,26 +141,36 @@ def _check(
         raise InvalidArgument(f"images must be a dict of PIL images, got {type(images).__name__}", field="images")
     images = images or {}
     checked: dict[str, Image.Image] = {}
-    if tool == "canny_edit":
+    if "low_threshold" in args:
         inputs.canny_thresholds(args)
-    if tool == "make_mask":
+    if traits.makes_mask:
         inputs.mask_region(args)
         checked["image"] = inputs.rgb_image(images, edit=False)
-    elif tool in ("canny_edit", "depth_edit", "inpaint", "edit"):
+    elif traits.edits_image:
         checked["image"] = inputs.rgb_image(images)
-    if tool == "edit" and args.get("box") is not None:
+    if traits.takes_instruction and args.get("box") is not None:
         inputs.mask_region({"box": args["box"]})
-    if tool == "inpaint":
+    if traits.needs_mask:
         checked["mask"] = inputs.mask_image(images, checked["image"].size)
-    if "region" in images and tool in DENOISING_TOOLS:  # the session's region: nothing outside it may change
+    if "region" in images and traits.denoises:  # the session's region: nothing outside it may change
         if "image" not in checked:
             checked["image"] = inputs.rgb_image(images)
         checked["region"] = inputs.mask_image(images, checked["image"].size, field="region")
-        if tool == "generate" and checked["image"].size != (args["width"], args["height"]):
-            raise InvalidArgument("with a region, generate must keep the current image's size", field="width")
-    if tool in DENOISING_TOOLS and args.get("seed") is None:
+        if not traits.edits_image and checked["image"].size != (args["width"], args["height"]):
+            raise InvalidArgument(f"with a region, {tool} must keep the current image's size", field="width")
+    if traits.denoises and args.get("seed") is None:
         args["seed"] = secrets.randbelow(SEED_LIMIT)
     return args, checked
+
+
+# The runner of each FLUX.1 family (module, function), imported on first use; mask making has its own.
+_RUNNERS = {
+    "dev": ("generation", "generate"),
+    "canny": ("control", "canny_edit"),
+    "depth": ("control", "depth_edit"),
+    "fill": ("inpainting", "inpaint"),
+    "kontext": ("editing", "edit"),
+}
 
 
 def _dispatch(
@@ -165,31 +180,19 @@ def _dispatch(
     images: dict[str, Image.Image],
     on_step: Callable[[int, int], None] | None,
 ) -> ToolOutput:
-    if tool == "generate":
-        from emage_agent.executor.generation import generate
-
-        return generate(manager, args, on_step)
-    if tool == "canny_edit":
-        from emage_agent.executor.control import canny_edit
-
-        return canny_edit(manager, args, images["image"], on_step)
-    if tool == "depth_edit":
-        from emage_agent.executor.control import depth_edit
-
-        return depth_edit(manager, args, images["image"], on_step)
-    if tool == "inpaint":
-        from emage_agent.executor.inpainting import inpaint
-
-        return inpaint(manager, args, images["image"], images["mask"], on_step)
-    if tool == "edit":
-        from emage_agent.executor.editing import edit
-
-        return edit(manager, args, images["image"], on_step)
-    if tool == "make_mask":
+    """Run ``tool`` by its registry traits: its family's runner with the images it reads."""
+    traits = get_tool(tool)
+    if traits.makes_mask:
         from emage_agent.executor.masks import make_mask
 
         return make_mask(manager, args, images["image"])
-    raise InvalidArgument(f"the executor does not run {tool!r}", field="tool")
+    if traits.family not in _RUNNERS:
+        raise InvalidArgument(f"the executor does not run {tool!r}", field="tool")
+    module, name = _RUNNERS[traits.family]
+    runner = getattr(importlib.import_module(f"emage_agent.executor.{module}"), name)
+    given = [images["image"]] if traits.edits_image else []
+    given += [images["mask"]] if traits.needs_mask else []
+    return runner(manager, args, *given, on_step)
 
 
 def _within_region(output: ToolOutput, original: Image.Image, region: Image.Image) -> ToolOutput:

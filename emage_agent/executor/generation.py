@@ -60,7 +60,7 @@ def denoise(
 
     pipe = manager.activate(tool)
     prompt_embeds, pooled = manager.embed(pipe, prompt)
-    with manager.speed.run(pipe.transformer, call):
+    with manager.speed.run(pipe.transformer, call, vae=pipe.vae):
         result = pipe(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,

@@ -77,12 +77,14 @@ class Loader:
         library: str = "diffusers",
         weights: bool = True,
         quantization: Any = None,
+        device_map: str | None = None,
     ) -> Any:
         """Load ``cls`` from ``source``; ``field`` is the setting to blame when that fails.
 
         ``weights=False`` for tokenizers, processors and schedulers, which read only small
         text files even when weight files sit beside them. ``quantization`` is a diffusers or
-        transformers ``quantization_config``, applied while the weights load.
+        transformers ``quantization_config``, applied while the weights load; ``device_map``
+        puts the weights (and so the quantizing) straight on that device.
         """
         kwargs: dict[str, Any] = {}
         if subfolder:
@@ -93,6 +95,8 @@ class Loader:
             kwargs["torch_dtype" if library == "diffusers" else _dtype_kwarg()] = dtype
         if quantization is not None:
             kwargs["quantization_config"] = quantization
+        if device_map is not None:
+            kwargs["device_map"] = device_map
         log.info("loading %s from %s%s", component, source, f" ({subfolder})" if subfolder else "")
         try:
             loaded = cls.from_pretrained(source, **kwargs)

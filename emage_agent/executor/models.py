@@ -26,6 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 from emage_agent.core.settings import Settings
+from emage_agent.core.tools import get_tool
 from emage_agent.executor.devices import (
     Policy,
     free_device_bytes,
@@ -36,18 +37,26 @@ from emage_agent.executor.devices import (
     resolve_dtype,
 )
 from emage_agent.executor.loading import Loader
-from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
+from emage_agent.executor.quantize import (
+    T5_KEPT,
+    check_supported,
+    fuse_qkv,
+    quantization_config,
+    quantize_on_device,
+)
+from emage_agent.executor.speed_choice import choose_speed, describe_gpu, installed_attention
+from emage_agent.executor.swapping import HostCopies
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
 
-# tool -> (diffusers pipeline class, Settings field naming the repository of its transformer)
-TOOL_PIPELINES = {
-    "generate": ("FluxPipeline", "base_model"),
-    "canny_edit": ("FluxControlImg2ImgPipeline", "canny_model"),
-    "depth_edit": ("FluxControlImg2ImgPipeline", "depth_model"),
-    "inpaint": ("FluxFillPipeline", "fill_model"),
-    "edit": ("FluxKontextPipeline", "kontext_model"),
+# FLUX.1 family (the registry's ``Tool.family``) -> (diffusers pipeline class, Settings field naming its transformer)
+FAMILY_PIPELINES = {
+    "dev": ("FluxPipeline", "base_model"),
+    "canny": ("FluxControlImg2ImgPipeline", "canny_model"),
+    "depth": ("FluxControlImg2ImgPipeline", "depth_model"),
+    "fill": ("FluxFillPipeline", "fill_model"),
+    "kontext": ("FluxKontextPipeline", "kontext_model"),
 }
 MAX_SEQUENCE_LENGTH = 512  # FLUX.1-dev's T5 context
 EMBEDDING_CACHE_SIZE = 32  # T5 embeddings are 4 MiB each in bfloat16
@@ -83,7 +92,11 @@ class PromptCache:
 class ModelManager:
     """Loads on first use, keeps what it loaded, and counts every byte read or moved."""
 
-    def __init__(self, settings: Settings, counters: ExecutorCounters, local_vlm: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, counters: ExecutorCounters, local_vlm: str | None = None, long_lived: bool = False
+    ) -> None:
+        """``long_lived``: a process that serves many sessions (ui, mcp, batch, serve), where ``auto``
+        compiles knowing the cost is shared."""
         self.settings = settings
         self.counters = counters
         self.device = resolve_device(settings)
@@ -100,7 +113,17 @@ class ModelManager:
         self.plan: Any = None
         free = free_device_bytes(self.device)
         n = len(self._sources())
-        self.quantize = resolve_quantize(settings.quantize, self.device, free, n, vlm=local_vlm)
+        choice = choose_speed(
+            settings.quantize,
+            settings.compile,
+            settings.attention,
+            describe_gpu(self.device),
+            long_lived=long_lived,
+            installed=installed_attention(),
+            n_transformers=n,
+            vlm=local_vlm,
+        )
+        self.quantize = choice.quantize
         check_supported(self.quantize, self.device)
         if self.device == "cpu":
             self.policy = "resident"  # host memory is the device: nothing to move
@@ -108,15 +131,22 @@ class ModelManager:
             self.policy = settings.residency
         else:
             from emage_agent.executor.planner import plan_memory
+            from emage_agent.executor.swapping import bandwidth_class, measure_pinned_bandwidth
 
+            link, bus = bandwidth_class(measure_pinned_bandwidth(self.device))
             # FLUX loads before the first judgement, so the local VLM's bytes are still free here
-            self.plan = plan_memory(free, self.quantize, n_transformers=n, vlm=local_vlm)
+            self.plan = plan_memory(
+                free, self.quantize, n_transformers=n, vlm=local_vlm, bus_bytes_per_s=bus, link=f"{link} (measured)"
+            )
             self.policy, self.offload_mode = self.plan.residency, self.plan.offload_mode
             log.info("memory plan: %s (%s)", self.policy, self.plan.advice)
         counters.residency = self.policy
+        self._host = HostCopies(pin=self.device == "cuda")
         from emage_agent.executor.acceleration import Speed
 
-        self.speed = Speed(settings, self.device, self.quantize, counters)
+        self.speed = Speed(settings, self.device, choice, counters)
+        if self.plan is not None:
+            counters.speed_why["residency"] = f"auto: {self.plan.advice}"
 
     def use_loader(self, loader: Any) -> None:
         """Replace where weights come from (the speed benchmark builds random full-size models)."""
@@ -124,8 +154,15 @@ class ModelManager:
 
     def _sources(self) -> set[str]:
         """The distinct transformers the tools may load (a tool switched off, ``none``, loads nothing)."""
-        sources = {getattr(self.settings, f) for _cls, f in TOOL_PIPELINES.values()}
+        sources = {getattr(self.settings, f) for _cls, f in FAMILY_PIPELINES.values()}
         return {s for s in sources if s and str(s).lower() not in ("none", "off")}
+
+    def _placement(self) -> str | None:
+        """Where bitsandbytes/transformers-quantized weights load: straight onto the GPU (``device_map``),
+        never quantized on the host first (torchao's go through ``quantize_on_device`` instead)."""
+        if self.device == "cuda" and self.quantize != "none" and self.policy != "offload":
+            return self.device
+        return None
 
     def _count_weights(self, component: str, module: Any) -> Any:
         self.counters.weight_bytes[component] = module_bytes(module)
@@ -157,13 +194,17 @@ class ModelManager:
                     dtype=self.dtype if weights else None,
                     library=library,
                     weights=weights,
-                    quantization=quantization_config(self.quantize, library) if name == "text_encoder_2" else None,
+                    quantization=quantization_config(self.quantize, library, T5_KEPT)
+                    if name == "text_encoder_2"
+                    else None,
+                    device_map=self._placement() if name == "text_encoder_2" else None,
                 )
                 for name, cls, library, weights in parts
             }
             for name, _cls, _library, weights in parts:
                 if weights:
                     self._count_weights(name, self._shared[name])
+            self.speed.prepare_vae(self._shared["vae"])
         return self._shared
 
     def _shared_modules(self) -> list[Any]:
@@ -176,6 +217,7 @@ class ModelManager:
             from diffusers import FluxTransformer2DModel
 
             component = f"transformer:{field.removesuffix('_model')}"
+            torchao = self.quantize in ("fp8", "int8")
             transformer = self._loader.load(
                 component,
                 FluxTransformer2DModel,
@@ -183,8 +225,14 @@ class ModelManager:
                 field=env_name(field),
                 subfolder="transformer",
                 dtype=self.dtype,
-                quantization=quantization_config(self.quantize, "diffusers"),
+                # nf4: bitsandbytes quantizes as the weights land on the GPU
+                quantization=quantization_config(self.quantize, "diffusers") if self.quantize == "nf4" else None,
+                device_map=self._placement() if self.quantize == "nf4" else None,
             )
+            if torchao or self.speed.compile != "off":  # bf16 eager stays exactly as published
+                fuse_qkv(transformer)
+            if torchao:  # fused first, then each layer quantized where it will run (offload: the host)
+                quantize_on_device(transformer, self.quantize, "cpu" if self.policy == "offload" else self.device)
             self.speed.prepare(transformer)
             self._transformers[source] = self._count_weights(component, transformer)
         return self._transformers[source]
@@ -194,7 +242,7 @@ class ModelManager:
         if tool not in self._pipelines:
             import diffusers
 
-            class_name, field = TOOL_PIPELINES[tool]
+            class_name, field = FAMILY_PIPELINES[get_tool(tool).family]
             transformer = self._transformer(field)
             scheduler = self._loader.load(
                 "scheduler",
@@ -226,10 +274,7 @@ class ModelManager:
         """The tool's pipeline, ready to run: its transformer on the device, by the policy's means."""
         pipe = self.pipeline(tool)
         if self.policy == "swap":
-            for transformer in self._transformers.values():
-                if transformer is not pipe.transformer:
-                    move(transformer, "cpu", self.counters)
-            move(pipe.transformer, self.device, self.counters)
+            self.swap_to(pipe.transformer)
         elif self.policy == "offload":
             # Hooks are re-installed per run: the shared modules carry the last pipeline's hooks.
             if self.offload_mode == "sequential":
@@ -238,6 +283,22 @@ class ModelManager:
                 pipe.enable_model_cpu_offload(device=self.device)
                 self._count_offload_moves(pipe)
         return pipe
+
+    def swap_to(self, active: Any) -> None:
+        """Only ``active`` on the device: the others drop their device copy (their pinned host copies,
+        made once, stay), then ``active`` comes in from its pinned copy. bitsandbytes' 4-bit parameters
+        carry their quantization state in their own class: they move by ``Module.to``, as before."""
+        if self.quantize == "nf4":
+            for transformer in self._transformers.values():
+                if transformer is not active:
+                    move(transformer, "cpu", self.counters)
+            move(active, self.device, self.counters)
+            return
+        for transformer in self._transformers.values():
+            if transformer is not active and module_device(transformer) != "cpu":
+                self.counters.bytes_to_host += self._host.swap_out(transformer)
+        if module_device(active) != self.device:
+            self.counters.bytes_to_device += self._host.swap_in(active, self.device)
 
     def _count_offload_moves(self, pipe: Any) -> None:
         """Count what accelerate's hooks move; each model goes back to the host before the run ends."""

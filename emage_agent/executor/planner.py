@@ -27,11 +27,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from emage_agent.executor.devices import DEFAULT_HEADROOM, GiB, Policy
+from emage_agent.executor.activations import activation_bytes
+from emage_agent.executor.devices import GiB, Policy
+from emage_agent.executor.quantize import NF4_BLOCK, NF4_DOUBLE_QUANT
 
 CONFIGS = Path(__file__).with_name("configs")
 GB = 10**9
-# Host-to-device bandwidth a pinned PCIe 4.0 x16 link sustains in practice.
+# Host-to-device bandwidth a pinned PCIe 4.0 x16 link sustains in practice: the plan's figure where no
+# link was measured (``swapping.bandwidth_class`` names the measured one).
 BUS_BYTES_PER_S = 25 * GB
 # Published FLUX.1-dev 1024x1024, 28 steps, bf16 eager on one H100; the yardstick for "slower".
 REFERENCE_IMAGE_S = 6.6
@@ -54,17 +57,29 @@ COMPONENTS: dict[str, tuple[str, str, str, str]] = {
     "segmenter": ("clipseg-rd64-refined.json", "transformers", "CLIPSegForImageSegmentation", "helper"),
 }
 OffloadMode = Literal["none", "model", "sequential"]
+TRANSFORMER_ORDER = [
+    "transformer:base",
+    "transformer:canny",
+    "transformer:depth",
+    "transformer:fill",
+    "transformer:kontext",
+]
+MAX_SIDE = 2048  # the tools' largest width and height
 LOCAL_VLM = "local_vlm"  # its key in ``MemoryPlan.components``
 # Local VLMs whose published config ships with EMage: model id -> config file.
 SHIPPED_VLMS = {"Qwen/Qwen2.5-VL-7B-Instruct": "qwen2.5-vl-7b-instruct.json"}
 
 
 class ParameterCount(BaseModel):
-    """``linear`` weights are what quantization shrinks; ``rows`` their output features (one scale each)."""
+    """``linear`` weights are what quantization shrinks; ``rows`` their output features (one scale each).
+
+    ``kept``: the part of ``other`` in the modules transformers' quantizers leave alone because the
+    model names them in ``_keep_in_fp32_modules`` (T5's feed-forward ``wo``, 1 B parameters)."""
 
     linear: int
     rows: int
     other: int
+    kept: int = 0
 
     @property
     def total(self) -> int:
@@ -98,38 +113,68 @@ def count_config(path: str, library: str = "transformers", class_name: str | Non
 
             cls = getattr(transformers, class_name)
             model = cls(cls.config_class.from_dict(config))
-    # transformers' quantizers keep the output head (often tied to the embeddings) unquantized
+    # transformers' quantizers keep the output head (often tied to the embeddings) unquantized,
+    # and every module the model keeps in float32 (they join ``modules_to_not_convert``)
     head = model.get_output_embeddings() if library == "transformers" else None
-    linear = rows = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module is not head:
-            linear += module.weight.numel()
-            rows += module.out_features
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ()) if library == "transformers" else set()
+    linear = rows = kept = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            continue
+        if keep & set(name.split(".")):
+            kept += module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
+            continue
+        linear += module.weight.numel()
+        rows += module.out_features
     total = sum(p.numel() for p in model.parameters())
-    return ParameterCount(linear=linear, rows=rows, other=total - linear)
+    return ParameterCount(linear=linear, rows=rows, other=total - linear, kept=kept)
 
 
-def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2) -> int:
-    """Bytes of ``name`` on the device at ``dtype_bytes`` per unquantized parameter."""
+@cache
+def kept_upcast(quantize: str) -> bool:
+    """Whether the installed transformers loads the kept modules in float32 under ``quantize``.
+
+    transformers 4.x did so for bitsandbytes (``use_keep_in_fp32_modules`` on its quantizer: T5's
+    ``wo`` in float32, 4 GB); 5.x keeps them in the load dtype unless that is float16."""
+    if quantize == "none":
+        return False
+    try:
+        from transformers.quantizers import quantizer_bnb_4bit, quantizer_torchao
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    quantizer = quantizer_bnb_4bit.Bnb4BitHfQuantizer if quantize == "nf4" else quantizer_torchao.TorchAoHfQuantizer
+    return bool(getattr(quantizer, "use_keep_in_fp32_modules", False))
+
+
+def component_bytes(name: str, quantize: str = "none", dtype_bytes: int = 2, kept_fp32: bool | None = None) -> int:
+    """Bytes of ``name`` on the device at ``dtype_bytes`` per unquantized parameter.
+
+    ``kept_fp32``: whether the kept modules (T5's ``wo``) load in float32; None: as the installed
+    transformers does."""
     counts = count_parameters(name)
     role = COMPONENTS[name][3]
     if role == "helper":
         return counts.total * 4  # float32, as the executor loads the helpers
     if quantize == "none" or not (role == "transformer" or name == "text_encoder_2"):
         return counts.total * dtype_bytes
-    return quantized_bytes(counts, quantize, dtype_bytes)
+    return quantized_bytes(counts, quantize, dtype_bytes, kept_fp32)
 
 
-def quantized_bytes(counts: ParameterCount, quantize: str, dtype_bytes: int = 2) -> int:
-    """Bytes after ``quantize`` shrinks the linear weights; the rest stays at ``dtype_bytes``."""
+def quantized_bytes(counts: ParameterCount, quantize: str, dtype_bytes: int = 2, kept_fp32: bool | None = None) -> int:
+    """Bytes after ``quantize`` shrinks the linear weights; the rest stays at ``dtype_bytes``, the kept
+    modules at ``dtype_bytes`` or float32 (see ``kept_upcast``)."""
     if quantize == "none":
         return counts.total * dtype_bytes
-    rest = counts.other * dtype_bytes
+    upcast = kept_upcast(quantize) if kept_fp32 is None else kept_fp32
+    rest = (counts.other - counts.kept) * dtype_bytes + counts.kept * (4 if upcast else dtype_bytes)
     if quantize in ("fp8", "int8"):
         return counts.linear + counts.rows * ROW_BYTES + rest  # one byte a weight, scale data per row
     if quantize == "nf4":
-        # half a byte a weight; one absmax per 64 weights, itself 8-bit with a float32 per 256 blocks
-        return counts.linear // 2 + counts.linear // 64 + counts.linear // (64 * 256) * 4 + rest
+        # half a byte a weight and one absmax per block: float32, or (double quantization, only when
+        # quantize.py switches it on) 8-bit with a float32 per 256 blocks
+        blocks = counts.linear // NF4_BLOCK
+        absmax = blocks + blocks // 256 * 4 if NF4_DOUBLE_QUANT else blocks * 4
+        return counts.linear // 2 + absmax + rest
     raise ValueError(f"unknown quantization {quantize!r}")
 
 
@@ -161,6 +206,18 @@ def vlm_bytes(model: str, quantize: str = "none", dtype_bytes: int = 2) -> int:
     return quantized_bytes(counts, quantize, dtype_bytes)
 
 
+def pipeline_peak(
+    quantize: str = "none", width: int = 1024, height: int = 1024, kontext: bool = False, kept_fp32: bool | None = None
+) -> int:
+    """Peak bytes of one FLUX.1 pipeline alone (transformer, encoders, VAE, activations): what the
+    published measurements report, and the figure a benchmark's inference-only peak compares with."""
+    weights = component_bytes("transformer:kontext" if kontext else "transformer:base", quantize, kept_fp32=kept_fp32)
+    weights += sum(
+        component_bytes(n, quantize, kept_fp32=kept_fp32) for n in COMPONENTS if COMPONENTS[n][3] == "shared"
+    )
+    return weights + activation_bytes(width, height, kontext=kontext)
+
+
 class MemoryPlan(BaseModel):
     """What fits in ``vram_gb`` GiB, and what it will cost; ``doctor --json`` prints it."""
 
@@ -172,8 +229,13 @@ class MemoryPlan(BaseModel):
     fits: bool
     components: dict[str, int]
     headroom_bytes: int
+    width: int
+    height: int
+    peak_at_max_bytes: int  # the same residency at 2048x2048, the largest size the tools allow (VAE tiled)
     bus_bytes_per_image: int
     tool_switch_bytes: int
+    tool_switch_seconds: float
+    link: str
     extra_seconds_per_image: float
     slowdown_vs_resident: float
     advice: str
@@ -185,15 +247,27 @@ def plan_memory(
     *,
     n_transformers: int = 4,
     residency: str = "auto",
-    headroom: int = DEFAULT_HEADROOM,
+    headroom: int | None = None,
     vlm: str | None = None,
+    width: int = 1024,
+    height: int = 1024,
+    kept_fp32: bool | None = None,
+    bus_bytes_per_s: int = BUS_BYTES_PER_S,
+    link: str = "PCIe 4.0 x16 (assumed)",
 ) -> MemoryPlan:
     """The fastest residency whose peak fits ``vram_bytes`` (or the one asked for), with its costs.
 
     ``vlm``: the local VLM that judges or plans in this process (None: a remote one); it stays on
-    the device, so it joins the helpers in every peak."""
+    the device, so it joins the helpers in every peak. ``headroom``: the activations' bytes; None:
+    ``activation_bytes`` at ``width`` x ``height`` (Kontext's doubled tokens when it is among the
+    transformers). ``kept_fp32``: see ``component_bytes``. ``bus_bytes_per_s``/``link``: the pinned
+    host-to-device rate of the card's link, measured where there is a card."""
+    kontext = n_transformers >= len(TRANSFORMER_ORDER)
+    if headroom is None:
+        headroom = activation_bytes(width, height, kontext=kontext)
+    at_max = activation_bytes(MAX_SIDE, MAX_SIDE, kontext=kontext)
     names = [n for n in COMPONENTS if COMPONENTS[n][3] != "transformer" or _wanted(n, n_transformers)]
-    sizes = {n: component_bytes(n, quantize) for n in names}
+    sizes = {n: component_bytes(n, quantize, kept_fp32=kept_fp32) for n in names}
     if vlm:
         sizes[LOCAL_VLM] = vlm_bytes(vlm, quantize)
     transformers = [sizes[n] for n in names if n.startswith("transformer:")]
@@ -221,8 +295,13 @@ def plan_memory(
         else:
             bus = encoders + largest
     switch = 0 if policy == "resident" else largest
-    extra = bus / BUS_BYTES_PER_S
+    extra = bus / bus_bytes_per_s
     slowdown = (REFERENCE_IMAGE_S + extra) / REFERENCE_IMAGE_S
+    advice = _advice(policy, mode, quantize, extra, slowdown, switch, bus_bytes_per_s, link)
+    advice += _vlm_note(vlm, sizes.get(LOCAL_VLM))
+    peak_at_max = peak - headroom + at_max
+    if peak <= vram_bytes < peak_at_max:
+        advice += f"; 2048x2048 would need {peak_at_max / GiB:.1f} GiB: keep images near 1024x1024"
     return MemoryPlan(
         vram_gb=round(vram_bytes / GiB, 2),
         quantize=quantize,
@@ -232,11 +311,16 @@ def plan_memory(
         fits=peak <= vram_bytes,
         components=sizes,
         headroom_bytes=headroom,
+        width=width,
+        height=height,
+        peak_at_max_bytes=peak_at_max,
         bus_bytes_per_image=bus,
         tool_switch_bytes=switch,
+        tool_switch_seconds=round(switch / bus_bytes_per_s, 2),
+        link=link,
         extra_seconds_per_image=round(extra, 2),
         slowdown_vs_resident=round(slowdown, 2),
-        advice=_advice(policy, mode, quantize, extra, slowdown, switch) + _vlm_note(vlm, sizes.get(LOCAL_VLM)),
+        advice=advice,
     )
 
 
@@ -249,17 +333,18 @@ def _vlm_note(vlm: str | None, nbytes: int | None) -> str:
 
 
 def _wanted(name: str, n_transformers: int) -> bool:
-    order = ["transformer:base", "transformer:canny", "transformer:depth", "transformer:fill", "transformer:kontext"]
-    return order.index(name) < max(1, n_transformers)
+    return TRANSFORMER_ORDER.index(name) < max(1, n_transformers)
 
 
-def _advice(policy: str, mode: str, quantize: str, extra: float, slowdown: float, switch: int) -> str:
+def _advice(
+    policy: str, mode: str, quantize: str, extra: float, slowdown: float, switch: int, bus: int, link: str
+) -> str:
     if policy == "resident":
         return "every model stays on the device: tool switches move nothing"
     if policy == "swap":
         return (
             f"one transformer at a time: each tool switch moves {switch / GB:.1f} GB "
-            f"(about {switch / BUS_BYTES_PER_S:.1f} s at {BUS_BYTES_PER_S // GB} GB/s)"
+            f"(about {switch / bus:.1f} s at {bus // GB} GB/s over {link}, from pinned host copies)"
         )
     lighter = {"none": "fp8 (or int8 below compute capability 8.9)", "int8": "nf4", "fp8": "nf4"}.get(quantize)
     hint = f"; try --quantize {lighter}" if lighter else ""

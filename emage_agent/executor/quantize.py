@@ -20,26 +20,48 @@ Quantize = Literal["none", "fp8", "int8", "nf4"]
 # Components that are quantized when EMAGE_QUANTIZE asks for it.
 QUANTIZED_COMPONENTS = ("transformer", "text_encoder_2")
 FP8_MIN_CAPABILITY = (8, 9)
+T5_KEPT = ("wo",)  # T5's ``_keep_in_fp32_modules``: its feed-forward output overflows when narrowed
 FIELD = "EMAGE_QUANTIZE"
 
 
-def quantization_config(quantize: str, library: str) -> Any | None:
-    """The ``quantization_config`` for ``from_pretrained`` (``library``: diffusers or transformers)."""
+# nf4 as bitsandbytes runs it here: one float32 absmax per 64 weights, no double quantization (the
+# planner reads these two, so the plan and the load agree).
+NF4_BLOCK = 64
+NF4_DOUBLE_QUANT = False
+
+
+def torchao_config(quantize: str) -> Any:
+    """The torchao recipe: fp8 weights and dynamic fp8 activations with per-row scales (the
+    diffusers-torchao and flux-fast recipe: faster on Hopper and more accurate than per-tensor),
+    or int8 weights with one scale per output channel."""
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig, PerRow
+    except ImportError:
+        raise UserError(
+            f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD
+        ) from None
+    if quantize == "fp8":
+        return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    return Int8WeightOnlyConfig(granularity=PerRow())  # per channel: one scale per output row
+
+
+def quantization_config(quantize: str, library: str, keep: tuple[str, ...] = ()) -> Any | None:
+    """The ``quantization_config`` for ``from_pretrained`` (``library``: diffusers or transformers).
+
+    ``keep``: module names left unquantized, e.g. T5's ``wo`` (``T5_KEPT``). transformers means to
+    skip a model's ``_keep_in_fp32_modules`` itself, but its torchao path (5.x) matches the names
+    against parameter names ("...wo.weight") and so quantizes them; the regex form fixes that, the
+    plain name serves older releases, and bitsandbytes skips them either way."""
     if quantize == "none":
         return None
     if quantize in ("fp8", "int8"):
-        try:
-            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig
-        except ImportError:
-            raise UserError(
-                f"EMAGE_QUANTIZE={quantize} needs torchao: pip install 'emage-agent[quant]'", field=FIELD
-            ) from None
+        quant_type = torchao_config(quantize)
         if library == "diffusers":
             from diffusers import TorchAoConfig
         else:
             from transformers import TorchAoConfig
-        # fp8: dynamic fp8 activations with fp8 weights, so the matmuls themselves run in fp8.
-        quant_type = Float8DynamicActivationFloat8WeightConfig() if quantize == "fp8" else Int8WeightOnlyConfig()
+        if keep:
+            return TorchAoConfig(quant_type, modules_to_not_convert=[*keep, *(rf".*\.{name}" for name in keep)])
         return TorchAoConfig(quant_type)
     if quantize == "nf4":
         try:
@@ -54,8 +76,39 @@ def quantization_config(quantize: str, library: str) -> Any | None:
             from diffusers import BitsAndBytesConfig
         else:
             from transformers import BitsAndBytesConfig
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=NF4_DOUBLE_QUANT,
+        )
     raise UserError(f"unknown quantization {quantize!r}; use none, fp8, int8, nf4 or auto", field=FIELD)
+
+
+def fuse_qkv(transformer: Any) -> None:
+    """Fuse each attention's q, k and v projections into one matmul (before quantizing, so the fused
+    weight gets its own per-row scales), and drop the unfused copies diffusers keeps beside them."""
+    transformer.fuse_qkv_projections()
+    for module in transformer.modules():
+        if not getattr(module, "fused_projections", False):
+            continue
+        for fused, parts in (
+            ("to_qkv", ("to_q", "to_k", "to_v")),
+            ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+        ):
+            if hasattr(module, fused):
+                for name in parts:
+                    if hasattr(module, name):
+                        delattr(module, name)
+
+
+def quantize_on_device(model: Any, quantize: str, device: str) -> None:
+    """torchao quantization in place, one linear layer at a time moved to ``device`` first: the
+    quantizing runs on the GPU and the bf16 copy of the whole model never sits there."""
+    from torchao.quantization import quantize_
+
+    quantize_(model, torchao_config(quantize), device=device)
+    model.to(device)  # the norms, embeddings and biases outside the linear layers
 
 
 def check_supported(quantize: str, device: str) -> None:
@@ -70,40 +123,3 @@ def check_supported(quantize: str, device: str) -> None:
                 "fp8 needs compute capability 8.9 or newer (Ada, Hopper, Blackwell); use int8",
                 field=FIELD,
             )
-
-
-def resolve_quantize(
-    setting: str, device: str, free_bytes: int, n_transformers: int = 4, vlm: str | None = None
-) -> str:
-    """The concrete quantization for ``setting``; ``auto`` asks the card and the memory planner
-    (``vlm``: the local VLM sharing the device, if any)."""
-    if setting != "auto":
-        return setting
-    if device != "cuda":
-        return "none"
-    import torch
-
-    from emage_agent.executor.planner import plan_memory
-
-    choice = "fp8" if torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY else "int8"
-    if plan_memory(free_bytes, choice, n_transformers=n_transformers, vlm=vlm).residency == "offload":
-        return "nf4"
-    return choice
-
-
-def tensor_bytes(tensor: Any) -> int:
-    """Bytes a tensor really holds: a quantized tensor subclass is summed over its inner tensors.
-
-    torchao's quantized weights report the original dtype's ``element_size``; their storage is
-    the int8/fp8 data and the scales that ``__tensor_flatten__`` names.
-    """
-    flatten = getattr(type(tensor), "__tensor_flatten__", None)
-    if flatten is not None:
-        names, _ctx = tensor.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
-    nbytes = tensor.numel() * tensor.element_size()
-    state = getattr(tensor, "quant_state", None)  # bitsandbytes 4-bit: packed uint8 data plus absmax
-    absmax = getattr(state, "absmax", None)
-    if absmax is not None:
-        nbytes += absmax.numel() * absmax.element_size()
-    return nbytes

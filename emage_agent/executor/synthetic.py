@@ -16,8 +16,8 @@ import json
 import logging
 from typing import Any
 
+from emage_agent.executor.devices import tensor_bytes
 from emage_agent.executor.planner import COMPONENTS, CONFIGS
-from emage_agent.executor.quantize import tensor_bytes
 from emage_agent.executor.types import ExecutorCounters
 
 log = logging.getLogger(__name__)
@@ -48,23 +48,33 @@ def build_random(component: str, dtype: Any, device: str) -> Any:
 
 
 def quantize_in_memory(model: Any, quantize: str, compute_dtype: Any) -> Any:
-    """What ``quantization_config`` does during ``from_pretrained``, applied to a built model."""
-    if quantize in ("fp8", "int8"):
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig, quantize_
+    """What ``quantization_config`` does during ``from_pretrained``, applied to a built model: the
+    same torchao recipe (``quantize.torchao_config``), the model's kept modules (T5's ``wo``) left alone."""
+    import torch
 
-        quantize_(model, Float8DynamicActivationFloat8WeightConfig() if quantize == "fp8" else Int8WeightOnlyConfig())
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+
+    def wanted(module: Any, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in keep
+
+    if quantize in ("fp8", "int8"):
+        from torchao.quantization import quantize_
+
+        from emage_agent.executor.quantize import torchao_config
+
+        quantize_(model, torchao_config(quantize), filter_fn=wanted)
     elif quantize == "nf4":
-        _to_nf4(model, compute_dtype)
+        _to_nf4(model, compute_dtype, keep)
     return model
 
 
-def _to_nf4(model: Any, compute_dtype: Any) -> None:
+def _to_nf4(model: Any, compute_dtype: Any, keep: set[str]) -> None:
     import bitsandbytes as bnb
     import torch
 
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear:
+            if type(child) is not torch.nn.Linear or name in keep:
                 continue
             device = child.weight.device
             layer = bnb.nn.Linear4bit(

@@ -46,6 +46,7 @@ class ExecutorCounters(BaseModel):
     compile: str | None = None
     step_cache: str | None = None
     attention: str | None = None
+    speed_why: dict[str, str] = Field(default_factory=dict)  # why each speed setting resolved as it did
     weight_bytes: dict[str, int] = Field(default_factory=dict)
     graphs_compiled: int = 0
     recompiles: int = 0

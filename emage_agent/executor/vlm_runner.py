@@ -31,7 +31,8 @@ from typing import Any
 from emage_agent.core.errors import ExecutionFailure, UserError
 from emage_agent.core.settings import Settings
 from emage_agent.executor.devices import free_device_bytes, module_bytes, resolve_device, resolve_dtype
-from emage_agent.executor.quantize import check_supported, quantization_config, resolve_quantize
+from emage_agent.executor.quantize import check_supported, quantization_config
+from emage_agent.executor.speed_choice import resolve_quantize
 
 IMAGE_TOKEN = "<|image_pad|>"
 VISION = "<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>"

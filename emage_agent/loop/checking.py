@@ -15,6 +15,7 @@ from PIL import Image
 from emage_agent.core.detection import Detection, ObjectSpec, verify
 from emage_agent.core.errors import ExecutionFailure, UserError
 from emage_agent.core.evaluation import Evaluation
+from emage_agent.core.events import EventPayload, Warned
 from emage_agent.session import SessionStore
 
 
@@ -27,7 +28,7 @@ class DetectorCheck:
         evaluator: Any,
         detector: Callable[[Image.Image, list[str]], list[Detection]],
         confidence: float,
-        emit: Callable[..., None],
+        emit: Callable[[str, EventPayload], None],
         record_usage: Callable[[int | None], None],
     ) -> None:
         self.store = store
@@ -46,7 +47,7 @@ class DetectorCheck:
                 try:
                     specs = ask(self.store.info.original_prompt)
                 except ExecutionFailure as exc:
-                    self._emit("warning", f"object list unavailable ({exc}); detector verification skipped")
+                    self._emit(f"object list unavailable ({exc}); detector verification skipped", Warned())
                 finally:
                     self._record_usage(self.store.info.head_step)
             stored = [s.model_dump() for s in specs]
@@ -63,12 +64,12 @@ class DetectorCheck:
             detections = self.detector(image, [o.name for o in objects])
         except (ExecutionFailure, UserError) as exc:
             hint = " (install emage-agent[detect])" if "scipy" in str(exc) else ""
-            self._emit("warning", f"detector verification switched off for this session: {exc}{hint}")
+            self._emit(f"detector verification switched off for this session: {exc}{hint}", Warned())
             self.detector = None
             return evaluation
         checked, evidence = verify(evaluation, objects, detections, self.confidence)
         for item in evidence:
-            self._emit("warning", f"detector: {item.detail}", change=item.kind, boxes=item.boxes)
+            self._emit(f"detector: {item.detail}", Warned(change=item.kind, boxes=item.boxes))
         seen = [
             {"kind": "detections", "object": d.label, "detail": f"score {d.score:.2f}", "boxes": [d.box]}
             for d in detections

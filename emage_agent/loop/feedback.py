@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from emage_agent.core.evaluation import Evaluation, Issue
 from emage_agent.core.planning import ToolCall
+from emage_agent.core.tools import registry
 
 REQUEST_MARGIN = 0.05  # how far below the threshold a satisfied judge's score is taken while a request is open
-EDIT_PROMPT_TOOLS = frozenset({"canny_edit", "depth_edit", "inpaint"})
+# Edits whose prompt describes the wanted image (the instruction edit says what to change instead).
+EDIT_PROMPT_TOOLS = frozenset(t.name for t in registry().values() if t.edits_image and t.takes_prompt)
 
 
 def _norm(text: str) -> str:

@@ -1,7 +1,7 @@
 """The loop: evaluate -> stop? -> recommend -> plan -> veto -> execute -> record.
 
 A plain ``while``. The loop sees its collaborators only through the small protocols
-in ``ports``, so the Gemini planner, the selector-only mode and tests plug in the same way.
+in ``ports``, so the VLM planner, the selector-only mode and tests plug in the same way.
 Every step is committed to the session store before the next begins; the best image is
 never lost, and a regression is rolled back so the next edit starts from the best image.
 """
@@ -17,14 +17,25 @@ from typing import Any
 from PIL import Image
 
 from emage_agent import strategy
+from emage_agent.core import events as ev
+from emage_agent.core.decisions import Clamp, Decision, StepKind, Veto
 from emage_agent.core.detection import Detection
 from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.core.evaluation import Evaluation
-from emage_agent.core.options import AgentEvent, RunOptions
+from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
 from emage_agent.core.ports import RunsTools, StepWatcher, png_bytes
 from emage_agent.core.redact import scrub
-from emage_agent.core.tools import TOOL_NAMES, get_contract
+from emage_agent.core.tools import (
+    UPLOAD,
+    first_image_tool,
+    get_contract,
+    get_tool,
+    is_tool,
+    mask_tool,
+    registry,
+    tool_names,
+)
 from emage_agent.loop.candidates import more_candidates
 from emage_agent.loop.checking import DetectorCheck
 from emage_agent.loop.feedback import as_request, with_request
@@ -33,7 +44,7 @@ from emage_agent.vlm import Evaluates, Plans, Rewrites
 
 MAX_CALLS_PER_TURN = 3
 log = logging.getLogger(__name__)
-EDIT_TOOLS = ("canny_edit", "depth_edit", "inpaint", "edit")  # tools that change the current image
+EDIT_TOOLS = frozenset(t.name for t in registry().values() if t.edits_image)  # they change the current image
 
 
 class SessionLoop:
@@ -49,7 +60,7 @@ class SessionLoop:
         planner: Plans | None,
         config: strategy.SelectorConfig,
         usage: Callable[[], list[dict[str, Any]]] = list,
-        emit: Callable[[AgentEvent], None] | None = None,
+        emit: Callable[[ev.AgentEvent], None] | None = None,
         detector: Callable[[Image.Image, list[str]], list[Detection]] | None = None,
         detector_confidence: float = 0.3,
     ) -> None:
@@ -68,13 +79,14 @@ class SessionLoop:
         self.detector_check = (
             None
             if detector is None
-            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self._record_usage)
+            else DetectorCheck(store, evaluator, detector, detector_confidence, self._emit, self.record_usage)
         )
 
     # ---- small helpers -------------------------------------------------------------
-    def _emit(self, kind: str, message: str, **data: Any) -> None:
+    def _emit(self, message: str, payload: ev.EventPayload) -> None:
         if self._emit_fn is not None:
-            self._emit_fn(AgentEvent(kind=kind, message=scrub(message), data=scrub(data)))  # type: ignore[arg-type]
+            clean = type(payload).model_validate(scrub(payload.model_dump(mode="json")))
+            self._emit_fn(ev.AgentEvent(message=scrub(message), payload=clean))
 
     def budget(self) -> strategy.BudgetState:
         info = self.store.info
@@ -87,8 +99,13 @@ class SessionLoop:
             max_gpu_seconds=self.options.max_gpu_seconds,
         )
 
-    def _record_usage(self, step: int | None) -> None:
-        records = self._usage()
+    def take_usage(self) -> list[dict[str, Any]]:
+        """The VLM call records made on this thread since the last take (candidates judge in worker threads)."""
+        return self._usage()
+
+    def record_usage(self, step: int | None, records: list[dict[str, Any]] | None = None) -> None:
+        """Book the VLM calls this thread made (or ``records``, taken in another thread) on ``step``."""
+        records = self._usage() if records is None else records
         if records:
             self.store.record_calls(step, records)
             self.store.add_usage(vlm_calls=len(records))
@@ -103,32 +120,42 @@ class SessionLoop:
         current = self.view.current_evaluation()
         if current is not None and not pending:
             return current
+        request = self.judge_request(rec, pending)
+        try:
+            evaluation = self.evaluator.evaluate(*request)
+        finally:
+            self.record_usage(rec.step)
+        return self.settle(rec, pending, evaluation)
+
+    def judge_request(self, rec: StepRecord, pending: list[StepRecord]) -> tuple[bytes, str, str | None, Any]:
+        """The evaluator's arguments for ``rec``'s image (read here, on the store's thread)."""
         image = self.store.load_image(self.store.image_of(rec.step).id)
         info = self.store.info
         prompt = rec.prompt or info.current_prompt
         original = info.original_prompt if prompt != info.original_prompt else None
         feedback = [f.feedback for f in pending if f.feedback]
-        try:
-            evaluation = self.evaluator.evaluate(png_bytes(image), prompt, original, feedback or None)
-        finally:
-            self._record_usage(rec.step)
+        return png_bytes(image), prompt, original, feedback or None
+
+    def settle(self, rec: StepRecord, pending: list[StepRecord], evaluation: Evaluation) -> Evaluation:
+        """Record ``rec``'s evaluation (after the detector's check) and roll back a regression."""
         if self.detector_check is not None:
+            image = self.store.load_image(self.store.image_of(rec.step).id)
             evaluation = self.detector_check(image, evaluation)
         target = pending[-1].step if pending else rec.step
         self.store.attach_evaluation(target, evaluation)
         score = evaluation.satisfaction_score
         self._emit(
-            "score", f"step {rec.step}: score {score:.2f}", step=rec.step, score=score, summary=evaluation.summary
+            f"step {rec.step}: score {score:.2f}",
+            ev.Scored(step=rec.step or 0, score=score, summary=evaluation.summary),
         )
         before = self.view.score_on_line(rec.parent)
-        requested = bool((rec.decision or {}).get("request"))  # the person asked for it; they may undo it
+        requested = bool(rec.decision and rec.decision.request)  # the person asked for it; they may undo it
         if not pending and not requested and rec.tool in IMAGE_TOOLS and before is not None and score < before:
             self.store.mark_rolled_back(rec.step)
             self.store.revert(rec.parent)
             self._emit(
-                "rollback",
                 f"step {rec.step} lowered the score ({before:.2f} -> {score:.2f}); continuing from the best image",
-                step=rec.step,
+                ev.RolledBack(step=rec.step or 0),
             )
             return self.view.current_evaluation() or evaluation
         return evaluation
@@ -166,26 +193,37 @@ class SessionLoop:
 
     def _first_image(self) -> None:
         args = self.options.generate_args(self.store.info.original_prompt)
-        call = ToolCall(name="generate", args=args)
-        report = self.execute(call, decision={"strategy": "initial"}, vetoes=[])
+        call = ToolCall(name=first_image_tool(), args=args)
+        report = self.execute(call, decision=Decision(strategy="initial"), kind="initial")
         if not report.ok:
-            raise UserError(report.summary.removeprefix("error: "), field="generate")
-        self.evaluate_head()
-        more_candidates(self, call, {"strategy": "initial"}, base=None)
+            raise UserError(report.summary.removeprefix("error: "), field=call.name)
+        self._candidates(call, Decision(strategy="initial"), base=None)
+
+    def _candidates(self, call: ToolCall, decision: Decision, base: int | None) -> None:
+        best = more_candidates(self, call, decision, base=base)
+        if best is not None and self.options.candidates > 1:
+            self._emit(f"kept candidate step {best.step} (score {best.score:.2f})", ev.Decided(step=best.step))
 
     def start_from(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
         """First image of a session from the user's own picture (and region mask): recorded, then evaluated."""
+        self.record_upload(image, region, note)
+        self.evaluate_head()
+
+    def record_upload(self, image: Image.Image, region: Image.Image | None = None, note: str = "") -> None:
+        """The user's picture (and region mask) as the session's first step, an ``upload``; judged when it runs."""
         images = {"image": image} | ({"mask": region} if region is not None else {})
         record = StepRecord(
-            tool="upload", args={"width": image.width, "height": image.height}, decision={"strategy": "initial"}
+            kind="upload",
+            tool=UPLOAD,
+            args={"width": image.width, "height": image.height},
+            decision=Decision(strategy="initial"),
         )
         step = self.store.commit_step(record.model_copy(update={"note": note or "the user's picture"}), images=images)
         if region is not None:
             self.options = self.options.model_copy(update={"region": f"s{step}-mask"})
             self.store.update_options({"region": self.options.region})
         if note:
-            self._emit("warning", note, step=step)
-        self.evaluate_head()
+            self._emit(note, ev.Warned(step=step))
 
     def run(self, iterations: int | None = None) -> dict[str, Any]:
         """Loop until a stop condition; returns the session summary."""
@@ -204,7 +242,7 @@ class SessionLoop:
                 self._note_threshold(stop)
                 if self.halt():
                     self.store.set_status("interrupted", stopped_because="stopped")
-                    self._emit("stopped", "stopped on request after the last finished step", reason="stopped")
+                    self._emit("stopped on request after the last finished step", ev.Stopped(reason="stopped"))
                     break
                 requests = self.open_requests()
                 # A request overrides a satisfied judge or a plateau, never a budget.
@@ -215,7 +253,7 @@ class SessionLoop:
                     )
                 if stop.stop:
                     self.store.set_status("done", stopped_because=stop.reason)
-                    self._emit("stopped", f"stopped: {stop.detail}", reason=stop.reason)
+                    self._emit(f"stopped: {stop.detail}", ev.Stopped(reason=stop.reason))
                     break
                 if not self.iterate(evaluation, requests):
                     self.store.set_status("done", stopped_because="threshold")
@@ -226,17 +264,15 @@ class SessionLoop:
         """An adaptive session records the bar in force after each judged step, so every adjustment shows."""
         if not self.options.adaptive_threshold or stop.threshold is None:
             return
-        line = [s for s in self.store.lineage() if s.decision and "threshold" in s.decision]
-        before = line[-1].decision["threshold"] if line else self.options.threshold  # type: ignore[index]
+        line = [s.decision.threshold for s in self.store.lineage() if s.decision and s.decision.threshold is not None]
+        before = line[-1] if line else self.options.threshold
         rec = self.view.image_step()
         if rec is None or abs(stop.threshold - before) < 1e-9:
             return
-        self.store.note_decision(rec.step, {"threshold": stop.threshold, "threshold_before": before})
+        self.store.note_decision(rec.step, threshold=stop.threshold, threshold_before=before)
         self._emit(
-            "decision",
             f"scores plateaued: threshold {before:.2f} -> {stop.threshold:.2f}",
-            threshold=stop.threshold,
-            step=rec.step,
+            ev.Decided(threshold=stop.threshold, step=rec.step),
         )
 
     def _config(self) -> strategy.SelectorConfig:
@@ -278,25 +314,12 @@ class SessionLoop:
         if rec.strategy == "stop" or not rec.ranked:
             return False
         if requests:
-            self._emit("decision", f"repairing at your request: {'; '.join(requests)}", requests=requests)
-        self._emit(
-            "decision",
-            f"{rec.strategy}: {rec.reason}",
-            strategy=rec.strategy,
-            ranked=[c.model_dump() for c in rec.ranked],
-        )
+            self._emit(f"repairing at your request: {'; '.join(requests)}", ev.Decided(requests=requests))
+        self._emit(f"{rec.strategy}: {rec.reason}", ev.Decided(strategy=rec.strategy, ranked=rec.ranked))
         calls, vetoes = self.decide(rec, weighed, history)
         if requests:
             calls = [(with_request(call, requests, prompt), clamps) for call, clamps in calls]
-        decision = {
-            "strategy": rec.strategy,
-            "reason": rec.reason,
-            "prompt_side": rec.prompt_side,
-            "image_side": rec.image_side,
-            "ranked": [c.model_dump() for c in rec.ranked],
-        }
-        if requests:
-            decision["request"] = list(requests)
+        decision = Decision.of(rec, requests)
         reports: list[ToolReport] = []
         produced_image = False
         for call, clamps in calls:
@@ -308,11 +331,10 @@ class SessionLoop:
                 break
             if call.name in IMAGE_TOOLS:
                 produced_image = True
-                self.evaluate_head()
-                more_candidates(self, call, decision, base=base)
-        if not produced_image and reports and reports[-1].ok and calls[-1][0].name == "rewrite_prompt":
+                self._candidates(call, decision, base=base)
+        if not produced_image and reports and reports[-1].ok and get_tool(calls[-1][0].name).rewrites_prompt:
             follow = self._follow_up(rec)
-            reports.append(self.execute(follow, decision=decision, vetoes=[]))
+            reports.append(self.execute(follow, decision=decision, kind="follow_up"))
             self.evaluate_head()
         if self.planner is not None and reports:
             self.planner.report(reports)
@@ -323,18 +345,18 @@ class SessionLoop:
         prompt = self.store.info.current_prompt
         if rec.strategy == "hybrid":
             for choice in rec.ranked:
-                if choice.tool in ("canny_edit", "depth_edit"):
+                if get_tool(choice.tool).takes_strength:  # an edit that keeps the layout, with the new prompt
                     return ToolCall(name=choice.tool, args={**choice.args, "prompt": prompt})
         args = self.options.generate_args(prompt)
         args.pop("seed", None)
-        return ToolCall(name="generate", args=args)
+        return ToolCall(name=first_image_tool(), args=args)
 
     # ---- deciding ------------------------------------------------------------------
     def decide(
         self, rec: Recommendation, evaluation: Evaluation, history: list[HistoryEntry]
-    ) -> tuple[list[tuple[ToolCall, list[str]]], list[dict[str, str]]]:
+    ) -> tuple[list[tuple[ToolCall, list[Clamp]]], list[Veto]]:
         """Planner proposals that pass the selector; after a second veto, the selector's own choice."""
-        vetoes: list[dict[str, str]] = []
+        vetoes: list[Veto] = []
         budget = self.budget()
         prompt = self.store.info.current_prompt
         if self.planner is not None and rec.ranked:
@@ -343,32 +365,34 @@ class SessionLoop:
                 result = self._plan(rec, evaluation, history, feedback)
                 if result is None:
                     break
-                accepted: list[tuple[ToolCall, list[str]]] = []
+                accepted: list[tuple[ToolCall, list[Clamp]]] = []
                 problems = [f"{e.kind}: {e.message}" for e in result.errors]
                 for call in result.calls[:MAX_CALLS_PER_TURN]:
                     verdict = strategy.review(
                         self._with_schedule(call, rec), rec, history, budget, self._config(), prompt=prompt
                     )
                     if verdict.accepted:
-                        accepted.append((self._targeted(verdict.call, verdict.target), verdict.clamps))
+                        clamps = [Clamp.read(c) for c in verdict.clamps]
+                        accepted.append((self._targeted(verdict.call, verdict.target), clamps))
                     else:
-                        vetoes.append({"tool": call.name, "reason": verdict.reason or "vetoed"})
+                        veto = Veto(tool=call.name, reason=verdict.reason or "vetoed")
+                        vetoes.append(veto)
                         problems.append(f"{call.name} vetoed: {verdict.reason}")
                         self._emit(
-                            "veto", f"vetoed {call.name}: {verdict.reason}", tool=call.name, reason=verdict.reason
+                            f"vetoed {call.name}: {verdict.reason}", ev.Vetoed(tool=veto.tool, reason=veto.reason)
                         )
                 if accepted:
                     return accepted, vetoes
                 for err in result.errors:
-                    vetoes.append({"tool": err.tool or "(none)", "reason": f"{err.kind}: {err.message}"})
+                    vetoes.append(Veto(tool=err.tool or "(none)", reason=f"{err.kind}: {err.message}"))
                 feedback = "; ".join(problems) or "no tool call was proposed"
         fallback = strategy.fallback_call(rec, prompt, defaults=self.session_args)
         verdict = strategy.review(
             self._with_schedule(fallback, rec), rec, history, budget, self._config(), prompt=prompt
         )
         call = self._targeted(verdict.call, verdict.target) if verdict.accepted else fallback
-        self._emit("decision", f"selector runs {call.name}", tool=call.name)
-        return [(call, verdict.clamps if verdict.accepted else [])], vetoes
+        self._emit(f"selector runs {call.name}", ev.Decided(tool=call.name))
+        return [(call, [Clamp.read(c) for c in verdict.clamps] if verdict.accepted else [])], vetoes
 
     @staticmethod
     def _targeted(call: ToolCall, target: str | None) -> ToolCall:
@@ -378,7 +402,7 @@ class SessionLoop:
     def _with_schedule(self, call: ToolCall, rec: Recommendation) -> ToolCall:
         """Diminishing guidance and strength: fill them from the schedule when the call leaves them out."""
         args = dict(call.args)
-        if call.name in ("canny_edit", "depth_edit") and rec.strength is not None:
+        if is_tool(call.name) and get_tool(call.name).takes_strength and rec.strength is not None:
             args.setdefault("strength", rec.strength)
         if call.name in EDIT_TOOLS and "image" in args and args["image"] != "current":
             args["image"] = "current"  # edits always start from the best image
@@ -396,7 +420,7 @@ class SessionLoop:
         opts = self.options
         props = get_contract(tool).parameters.get("properties", {})
         wanted = {"steps": opts.steps}
-        if tool == "generate":
+        if tool == first_image_tool():
             wanted |= {"width": opts.width, "height": opts.height, "guidance": opts.guidance}
         return {k: v for k, v in wanted.items() if v is not None and k in props}
 
@@ -412,46 +436,53 @@ class SessionLoop:
             recommendation=rec,
             history=history[-8:],
             image_png=png_bytes(self.view.current_image()),
-            allowed_tools=[t for t in TOOL_NAMES if t != "edit" or self.config.edit_tool],
+            allowed_tools=tool_names(self.config.edit_tool),
             user_feedback=self.view.recent_feedback(),
             max_calls=MAX_CALLS_PER_TURN,
         )
         try:
             return self.planner.plan(ctx, feedback)
         except ExecutionFailure as exc:  # unreachable, refused or unreadable: the selector decides instead
-            self._emit("warning", f"planner failed ({exc}); the selector decides this step")
+            self._emit(f"planner failed ({exc}); the selector decides this step", ev.Warned())
             return None
         finally:
-            self._record_usage(self.store.info.head_step)
+            self.record_usage(self.store.info.head_step)
 
     # ---- executing -----------------------------------------------------------------
     def execute(
-        self, call: ToolCall, *, decision: dict[str, Any], vetoes: list[dict[str, str]], clamps: list[str] | None = None
+        self,
+        call: ToolCall,
+        *,
+        decision: Decision,
+        vetoes: list[Veto] | None = None,
+        clamps: list[Clamp] | None = None,
+        kind: StepKind = "tool",
     ) -> ToolReport:
-        """Run one accepted call and commit it as a step; model mistakes go back as failed reports."""
+        """Run one accepted call and commit it as a step of ``kind``; model mistakes go back as failed reports."""
         info = self.store.info
-        self._emit("step", f"running {call.name}", tool=call.name, args=call.args)
+        self._emit(f"running {call.name}", ev.StepStarted(tool=call.name, args=call.args))
         started = time.perf_counter()
         if call.target:
-            decision = {**decision, "target": call.target}
+            decision = decision.model_copy(update={"target": call.target})
         record = StepRecord(
+            kind=kind,
             tool=call.name,
             args=call.args,
             prompt=info.current_prompt,
             decision=decision,
-            vetoes=vetoes,
+            vetoes=vetoes or [],
             clamps=clamps or [],
         )
         try:
-            if call.name == "rewrite_prompt":
+            if get_tool(call.name).rewrites_prompt:
                 return self._rewrite(call, record)
             images = self._inputs(call)
             out = self.tools.run(call.name, call.args, images, on_step=StepWatcher(self._on_step, self._on_preview))
         except (ModelMistake, UserError) as exc:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
-            self._emit("warning", f"{call.name} failed: {exc}", step=step)
-            if call.name == "edit" and getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
+            self._emit(f"{call.name} failed: {exc}", ev.Warned(step=step))
+            if getattr(exc, "field", None) == "EMAGE_KONTEXT_MODEL":
                 self.config = self.config.model_copy(update={"edit_tool": False})  # no Kontext: not again
             return ToolReport(call=call, ok=False, summary=f"error: {exc}")
         except ExecutionFailure as exc:
@@ -460,7 +491,7 @@ class SessionLoop:
         args = dict(call.args)
         if out.seed is not None:
             args["seed"] = out.seed
-        if call.name == "generate":
+        if call.name == first_image_tool():
             self.store.set_prompt(args["prompt"])
         new_images = {role: img for role in ("image", "mask", "control") if (img := getattr(out, role)) is not None}
         record = record.model_copy(
@@ -491,39 +522,41 @@ class SessionLoop:
         evaluation = self.view.current_evaluation()
         issues = evaluation.issues if evaluation else []
         result = self.rewriter.rewrite(info.current_prompt, info.original_prompt, issues, call.args.get("focus"))
-        self._record_usage(info.head_step)
+        self.record_usage(info.head_step)
         self.store.set_prompt(result.prompt)
         record = record.model_copy(update={"prompt": result.prompt, "note": f"{result.source}: {result.rationale}"})
         self.store.commit_step(record)
-        self._emit("decision", f"prompt rewritten ({result.source}): {result.prompt}", prompt=result.prompt)
+        self._emit(f"prompt rewritten ({result.source}): {result.prompt}", ev.Decided(prompt=result.prompt))
         return ToolReport(call=call, ok=True, summary=f"new prompt: {result.prompt} ({result.rationale})")
 
     def _inputs(self, call: ToolCall) -> dict[str, Image.Image]:
         images: dict[str, Image.Image] = {}
-        if call.name in (*EDIT_TOOLS, "make_mask"):
+        traits = get_tool(call.name)
+        if traits.reads_image:
             ref = call.args.get("image", "current")
             images["image"] = self.view.current_image() if ref == "current" else self.store.load_image(ref)
         if self.options.region and call.name in IMAGE_TOOLS:  # the user's region: the rest is pasted back
             images["region"] = self.store.load_image(self.options.region)
             images.setdefault("image", self.view.current_image())
-        if call.name == "inpaint":
+        if traits.needs_mask:
             ref = call.args.get("mask", "latest")
             if ref == "latest":
                 latest = self.store.latest("mask")
                 if latest is None:
-                    raise ModelMistake("inpaint needs a mask: call make_mask first")
+                    raise ModelMistake(f"{call.name} needs a mask: call {mask_tool()} first")
                 ref = latest.id
             images["mask"] = self.store.load_image(ref)
         return images
 
     def _on_step(self, step: int, total: int) -> None:
         self._diffusion = {"step": step, "total": total}
-        self._emit("diffusion", f"diffusion step {step}/{total}", step=step, total=total)
+        self._emit(f"diffusion step {step}/{total}", ev.DiffusionProgress(step=step, total=total))
 
     def _on_preview(self, png: bytes) -> None:
         """The image forming, as the executor previewed it after the step just reported (PNG, not JSON)."""
         if self._emit_fn is not None:
-            self._emit_fn(AgentEvent(kind="diffusion", message="preview", data=dict(self._diffusion), preview=png))
+            progress = ev.DiffusionProgress(**(self._diffusion or {"step": 0, "total": 0}))
+            self._emit_fn(ev.AgentEvent(message="preview", payload=progress, preview=png))
 
     # ---- conversation --------------------------------------------------------------
     def add_feedback(self, text: str) -> int:
@@ -531,4 +564,5 @@ class SessionLoop:
         text = text.strip()
         if not text:
             raise UserError("feedback is empty", field="feedback")
-        return self.store.commit_step(StepRecord(tool="feedback", prompt=self.store.info.current_prompt, feedback=text))
+        record = StepRecord(kind="feedback", tool="feedback", prompt=self.store.info.current_prompt, feedback=text)
+        return self.store.commit_step(record)

@@ -22,7 +22,7 @@ from typing import Any
 from emage_agent.core.errors import ExecutionFailure, UserError
 from emage_agent.session.files import fsync_dir, new_session_id, pid_alive, remove_dead_temps, utc_now
 from emage_agent.session.records import ROLE_DIRS
-from emage_agent.session.schema import connect, migrate
+from emage_agent.session.schema import VLM_CALL_TABLE, connect, migrate
 
 DB_NAME = "session.db"
 DISK_ERRORS = (10, 13)  # SQLITE_IOERR, SQLITE_FULL: the storage failed, the database may be fine
@@ -113,7 +113,7 @@ def open_database(session_dir: Path) -> sqlite3.Connection:
         problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise damaged(session_dir, f"{DB_NAME} is corrupt ({'; '.join(problems)[:200]})")
-        for table in ("step", "artifact", "gemini_call"):
+        for table in ("step", "artifact", VLM_CALL_TABLE):
             conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         if not isinstance(json.loads(conn.execute("SELECT options FROM session").fetchone()[0]), dict):
             raise ValueError("not an object")

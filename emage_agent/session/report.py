@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from emage_agent.core.decisions import Decision
+from emage_agent.session.chart import CHART_LEGEND, score_plot
 from emage_agent.session.files import atomic_write_bytes
 from emage_agent.session.records import Artifact, StepRecord
 from emage_agent.session.store import SessionStore
@@ -34,7 +36,7 @@ font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,san
 main{max-width:1180px;margin:0 auto;padding:28px 24px 64px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 12px}h3{font-size:16px;margin:0}
 h4{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--mute);margin:14px 0 6px}
-.sub{color:var(--mute);font-size:13px}
+.sub{color:var(--mute);font-size:13px}.kind{font-weight:600}
 .card{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:18px 20px;margin:0 0 18px;
 box-shadow:0 1px 2px rgba(0,0,0,.04)}
 .stats{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}
@@ -134,62 +136,6 @@ def _figure(art: Artifact, caption: str, boxes: list[tuple[str, list[int]]] | No
     )
 
 
-def score_plot(steps: list[StepRecord], best: int | None, threshold: float | None = None) -> str:
-    """Score over steps as inline SVG; the best step gold, rolled-back steps hollow red."""
-    w, h, left, right, top, bottom = 720, 210, 40, 16, 14, 30
-    nums = [s.step or 0 for s in steps]
-    if not nums:
-        return '<p class="sub">No steps yet.</p>'
-    lo, hi = min(nums), max(nums)
-
-    def x(n: int) -> float:
-        return left + (w - left - right) * ((n - lo) / (hi - lo) if hi > lo else 0.5)
-
-    def y(v: float) -> float:
-        return top + (h - top - bottom) * (1 - v)
-
-    parts = [f'<svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="Satisfaction score per step">']
-    for v in (0, 0.25, 0.5, 0.75, 1):
-        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#8884" />')
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    if threshold is not None:
-        parts.append(
-            f'<line x1="{left}" x2="{w - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
-            f'stroke="#2b8a3e" stroke-dasharray="5 4"><title>threshold {threshold:g}</title></line>'
-        )
-    every = max(1, len(nums) // 20)
-    for i, n in enumerate(nums):
-        if i % every == 0 or n == hi:
-            parts.append(f'<text x="{x(n):.1f}" y="{h - 10}" text-anchor="middle">{n}</text>')
-    scored = [s for s in steps if s.score is not None]
-    if len(scored) > 1:
-        pts = " ".join(f"{x(s.step or 0):.1f},{y(s.score or 0):.1f}" for s in scored)
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="#3b5bdb" stroke-width="2" />')
-    for s in scored:
-        cx, cy, tip = x(s.step or 0), y(s.score or 0), f"step {s.step} · {s.tool or s.kind} · {s.score:.2f}"
-        if s.step == best:
-            style = 'r="8" fill="#f0b400" stroke="#8a6500" stroke-width="2"'
-        elif s.rolled_back:
-            style = 'r="5" fill="#fff" stroke="#c92a2a" stroke-width="2"'
-        else:
-            style = 'r="5" fill="#3b5bdb"'
-        parts.append(f'<a href="#step-{s.step}"><circle cx="{cx:.1f}" cy="{cy:.1f}" {style}><title>{_e(tip)}</title>')
-        parts.append("</circle></a>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-_DOT = "display:inline-block;width:12px;height:12px;border-radius:50%;"
-CHART_LEGEND = (  # inline styles: the UI shows the same legend without the report's CSS
-    '<div class="legend" aria-label="Chart legend" style="display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px">'
-    f'<span><i style="{_DOT}background:#3b5bdb"></i> score of a step</span>'
-    '<span><i style="display:inline-block;width:22px;border-top:2px dashed #2b8a3e;vertical-align:middle"></i>'
-    " threshold</span>"
-    f'<span><i style="{_DOT}background:#fff;border:2px solid #c92a2a"></i> rolled back</span>'
-    f'<span><i style="{_DOT}background:#f0b400;border:2px solid #8a6500"></i> best</span></div>'
-)
-
-
 def _kv_chips(values: dict[str, Any], unit: str = "") -> str:
     if not values:
         return ""
@@ -240,12 +186,23 @@ def _evidence(items: list[dict[str, Any]]) -> str:
     return f'<h4>Detector</h4><div class="tablewrap"><table>{head}{rows}</table></div>'
 
 
-def _decision(decision: dict[str, Any] | None) -> str:
+def _decision(decision: Decision | None) -> str:
     """The selector's reasoning with its numbers, for the details fold."""
-    if not decision:
+    if decision is None:
         return ""
-    head = f"<p><b>{_e(decision.get('strategy', ''))}</b> {_e(decision.get('reason', ''))}</p>"
-    return f"<h4>Decision</h4>{head}<pre>{_json(decision)}</pre>"
+    rest = {k: v for k, v in decision.stored().items() if k not in ("strategy", "reason")}
+    head = f"<p><b>{_e(decision.strategy or '')}</b> {_e(decision.reason or '')}</p>"
+    return f"<h4>Selector decision</h4>{head}" + (f"<pre>{_json(rest)}</pre>" if rest else "")
+
+
+KIND_LABELS = {
+    "initial": "first image",
+    "upload": "your picture",
+    "feedback": "your feedback",
+    "direct": "tool run by hand",
+    "candidate": "further candidate",
+    "follow_up": "follows the rewritten prompt",
+}  # every step kind but the agent's own repairs ("tool"), as the step card names it
 
 
 def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int | None, calls: list[dict]) -> str:
@@ -269,7 +226,7 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
     if thumbs:
         media.append(f'<div class="thumbs">{"".join(thumbs)}</div>')
     parent = f'parent <a href="#step-{s.parent}">step {s.parent}</a>' if s.parent else "first step"
-    kind = f"{_e(s.kind)} · " if s.kind != "tool" else ""
+    kind = f'<span class="kind">{_e(KIND_LABELS.get(s.kind, s.kind))}</span> · ' if s.kind != "tool" else ""
     said = arguments(s.tool, s.args)
     body = [f'<p class="did">{_e(what_ran(s))}</p>']
     if said:
@@ -285,7 +242,7 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
     fold = [f'<p class="sub">{kind}{parent} · {_time(s.created_at)}</p>']
     fold.append(f"<h4>Tool · {_e(s.tool or 'none')}</h4><pre>{_json(s.args)}</pre>")
     if s.clamps:
-        items = "".join(f"<li>{_e(c if isinstance(c, str) else _scalar(c))}</li>" for c in s.clamps)
+        items = "".join(f"<li>{_e(str(c))}</li>" for c in s.clamps)
         fold.append(f'<h4>Clamped arguments</h4><ul class="plain">{items}</ul>')
     if s.vetoes:
         items = "".join(f'<li class="veto"><b>{_e(v.tool)}</b>: {_e(v.reason)}</li>' for v in s.vetoes)

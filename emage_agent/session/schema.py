@@ -37,7 +37,10 @@ MIGRATIONS: tuple[str, ...] = (
         output_tokens INTEGER, total_tokens INTEGER, ok INTEGER NOT NULL, error TEXT,
         extra TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL);
     """,
+    # 2: the table holds every backend's calls, not only Gemini's.
+    "ALTER TABLE gemini_call RENAME TO vlm_call",
 )
+VLM_CALL_TABLE = "vlm_call"  # the one spelling of the VLM call log's table
 JSON_COLS = ("args", "evaluation", "vetoes", "decision", "clamps", "timings", "tokens")  # step columns held as JSON
 
 

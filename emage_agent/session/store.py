@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 from pydantic import ValidationError
 
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import ExecutionFailure, UserError
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.session.files import REDACTED as REDACTED
@@ -47,8 +48,7 @@ from emage_agent.session.files import (
 from emage_agent.session.lifecycle import build_session, damaged, open_database
 from emage_agent.session.lock import WriterLock
 from emage_agent.session.records import ROLE_DIRS, STATUSES, Artifact, CallRecord, Role, SessionInfo, Status, StepRecord
-from emage_agent.session.records import Veto as Veto
-from emage_agent.session.schema import JSON_COLS
+from emage_agent.session.schema import JSON_COLS, VLM_CALL_TABLE
 from emage_agent.session.schema import MIGRATIONS as MIGRATIONS
 
 SUMMARY_NAME = "summary.json"
@@ -209,11 +209,12 @@ class SessionStore:
             )
         self.write_summary()
 
-    def note_decision(self, step: int, notes: dict[str, Any]) -> None:
-        """Add keys to a step's recorded decision (e.g. the stop threshold the loop applied after it)."""
-        decision = {**(self.step(step).decision or {}), **notes}
+    def note_decision(self, step: int, **notes: Any) -> None:
+        """Set fields of a step's recorded decision (e.g. the stop threshold the loop applied after it)."""
+        old = self.step(step).decision or Decision()
+        decision = Decision.model_validate({**old.stored(), **notes})  # the notes are checked like any decision
         with self._tx() as c:
-            c.execute("UPDATE step SET decision = ? WHERE step = ?", (json.dumps(scrub(decision)), step))
+            c.execute("UPDATE step SET decision = ? WHERE step = ?", (json.dumps(scrub(decision.stored())), step))
         self.write_summary()
 
     def mark_rolled_back(self, step: int, rolled_back: bool = True) -> None:
@@ -240,14 +241,14 @@ class SessionStore:
         ]
         with self._tx() as c:
             c.executemany(
-                f"INSERT INTO gemini_call (step, {', '.join(cols)}, error, extra, created_at)"
+                f"INSERT INTO {VLM_CALL_TABLE} (step, {', '.join(cols)}, error, extra, created_at)"
                 f" VALUES ({', '.join('?' * (len(cols) + 4))})",
                 rows,
             )
 
     def calls(self, step: int | None = None) -> list[dict[str, Any]]:
         """VLM call records, all or one step's, oldest first."""
-        sql = "SELECT * FROM gemini_call" + (" WHERE step = ?" if step is not None else "") + " ORDER BY id"
+        sql = f"SELECT * FROM {VLM_CALL_TABLE}" + (" WHERE step = ?" if step is not None else "") + " ORDER BY id"
         rows = self._q(sql, (step,) if step is not None else ())
         return [dict(r) | {"extra": json.loads(r["extra"]), "ok": bool(r["ok"])} for r in rows]
 
@@ -377,8 +378,8 @@ class SessionStore:
                 "vetoes": [v.model_dump() for v in s.vetoes],
                 "rolled_back": s.rolled_back,
             }
-            if s.decision and "threshold" in s.decision:  # an adaptive session's bar after this step
-                entry["threshold"] = threshold_used = s.decision["threshold"]
+            if s.decision and s.decision.threshold is not None:  # an adaptive session's bar after this step
+                entry["threshold"] = threshold_used = s.decision.threshold
             history.append(entry)
         return {
             "session_id": self.id,
@@ -399,7 +400,7 @@ class SessionStore:
     def vlm_used(self) -> dict[str, dict[str, str | None]]:
         """The backend and model that last answered each purpose (evaluate, plan, rewrite)."""
         used: dict[str, dict[str, str | None]] = {}
-        for row in self._q("SELECT purpose, model, extra FROM gemini_call ORDER BY id", ()):
+        for row in self._q(f"SELECT purpose, model, extra FROM {VLM_CALL_TABLE} ORDER BY id", ()):
             extra = json.loads(row["extra"] or "{}")
             used[row["purpose"]] = {"backend": extra.get("backend"), "model": row["model"]}
         return used

@@ -11,14 +11,10 @@ from PIL import Image
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.core.planning import HistoryEntry
+from emage_agent.core.tools import image_step_kinds
 from emage_agent.session.store import SessionStore, StepRecord
 
-IMAGE_TOOLS = frozenset({"upload", "generate", "canny_edit", "depth_edit", "inpaint", "edit"})
-
-
-def extra(rec: StepRecord) -> bool:
-    """A second or later candidate of one decision (``--candidates``): it is not an iteration of its own."""
-    return bool((rec.decision or {}).get("candidate"))
+IMAGE_TOOLS = image_step_kinds()  # steps whose image becomes the current one (from the tool registry)
 
 
 class SessionView:
@@ -69,7 +65,8 @@ class SessionView:
 
     def iterations_done(self) -> int:
         """Repair iterations run so far: image-producing steps after the first image."""
-        images = [s for s in self.store.steps() if s.tool in IMAGE_TOOLS and s.error is None and not extra(s)]
+        steps = self.store.steps()
+        images = [s for s in steps if s.tool in IMAGE_TOOLS and s.error is None and not s.is_extra_candidate]
         return max(0, len(images) - 1)
 
     def history(self) -> list[HistoryEntry]:
@@ -78,14 +75,14 @@ class SessionView:
         by_step = {s.step: s for s in steps}
         entries = []
         for s in steps:
-            if s.tool in (None, "feedback") or extra(s):  # further candidates are search, not decisions
+            if s.tool in (None, "feedback") or s.is_extra_candidate:  # further candidates are search, not decisions
                 continue
             entries.append(
                 HistoryEntry(
                     step=s.step,
                     tool=s.tool,
                     args=s.args,
-                    target=(s.decision or {}).get("target") or s.args.get("target"),
+                    target=(s.decision.target if s.decision else None) or s.args.get("target"),
                     score_before=self.score_on_line(s.parent, by_step),
                     score_after=s.score if s.tool in IMAGE_TOOLS else None,
                     rolled_back=s.rolled_back,

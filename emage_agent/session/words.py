@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from emage_agent.core.decisions import Decision
 from emage_agent.session.records import StepRecord
 
 TOOL_WORDS = {
@@ -42,12 +43,12 @@ def what_ran(rec: StepRecord) -> str:
     """One sentence: what the step did and why (``Step 3 edited the image by instruction, because ...``)."""
     tool = rec.tool or rec.kind
     did = TOOL_WORDS.get(tool, f"ran {tool}")
-    decision = rec.decision or {}
-    why = WHY.get(str(decision.get("strategy", "")), "")
-    if decision.get("request"):
-        why = "you asked: " + "; ".join(_clip(r, 80) for r in decision["request"])
-    elif not why and decision.get("strategy"):
-        why = f"the planner chose it ({_clip(decision['strategy'], 40)})"
+    decision = rec.decision or Decision()
+    why = WHY.get(decision.strategy or "", "")
+    if decision.request:
+        why = "you asked: " + "; ".join(_clip(r, 80) for r in decision.request)
+    elif not why and decision.strategy:
+        why = f"the planner chose it ({_clip(decision.strategy, 40)})"
     sentence = f"Step {rec.step} {did}" + (f", because {why}" if why else "") + "."
     if rec.error:
         sentence += f" It failed: {_clip(rec.error)}"
@@ -83,10 +84,9 @@ def arguments(tool: str | None, args: dict[str, Any]) -> str:
 def alternatives(rec: StepRecord, limit: int = 3) -> list[str]:
     """The other tools considered and the ones ruled out, one sentence each."""
     lines = []
-    ranked = (rec.decision or {}).get("ranked") or []
+    ranked = (rec.decision or Decision()).ranked
     for choice in ranked[1 : 1 + limit]:
-        tool = choice.get("tool", "?")
-        lines.append(f"Also considered: {TOOL_WORDS.get(tool, tool)} ({_clip(choice.get('reason', ''), 100)}).")
+        lines.append(f"Also considered: {TOOL_WORDS.get(choice.tool, choice.tool)} ({_clip(choice.reason, 100)}).")
     for veto in rec.vetoes:
         lines.append(f"Ruled out {TOOL_WORDS.get(veto.tool, veto.tool)}: {_clip(veto.reason, 140)}.")
     return lines

@@ -6,13 +6,12 @@ so the loop records every decision as is and the tests drive it by tables.
 
 from emage_agent.strategy.config import BudgetState, SelectorConfig
 from emage_agent.strategy.selector import StopDecision, fallback_call, recommend, should_stop
-from emage_agent.strategy.veto import Verdict, review
+from emage_agent.strategy.veto import review
 
 __all__ = [
     "BudgetState",
     "SelectorConfig",
     "StopDecision",
-    "Verdict",
     "fallback_call",
     "recommend",
     "review",

@@ -16,12 +16,8 @@ from emage_agent.core.tools import TOOL_NAMES, get_contract
 TOL = 1e-9  # float noise allowance for the boundary comparisons (score == threshold, equal sides)
 
 DEFAULT_WEIGHTS: dict[str, float] = {"object": 1.0, "spatial": 1.0, "style": 0.8, "prompt": 1.0, "semantic": 1.2}
-DEFAULT_GUIDANCE: dict[str, float] = {  # the model cards' values
-    "generate": 3.5,
-    "canny_edit": 30.0,
-    "depth_edit": 10.0,
-    "inpaint": 30.0,
-    "edit": 2.5,
+DEFAULT_GUIDANCE: dict[str, float] = {  # the model cards' values, as the contracts' defaults state them
+    name: float(value) for name in TOOL_NAMES if (value := get_contract(name).defaults().get("guidance")) is not None
 }
 DEFAULT_SAFE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "generate": {"guidance": (1.5, 7.0)},

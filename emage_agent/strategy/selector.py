@@ -20,7 +20,16 @@ from pydantic import BaseModel, Field
 from emage_agent.core.errors import InvalidArgument
 from emage_agent.core.evaluation import IMAGE_SIDE, ISSUE_CATEGORIES, PROMPT_SIDE, Evaluation, Issue
 from emage_agent.core.planning import HistoryEntry, Recommendation, Strategy, ToolCall, ToolChoice
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import (
+    first_image_tool,
+    get_tool,
+    mask_tool,
+    plain_repair_tool,
+    registry,
+    repair_tool_for,
+    rewrite_tool,
+    validate_arguments,
+)
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
 from emage_agent.strategy.threshold import adaptive_threshold
 from emage_agent.strategy.veto import (
@@ -72,31 +81,19 @@ StopReason = Literal[
     "threshold", "adaptive_threshold", "iteration_limit", "plateau", "vlm_budget", "gpu_budget", "continue"
 ]
 
-CATEGORY_TOOL: dict[str, str] = {
-    "object": "inpaint",  # preceded by make_mask on the issue's target/box
-    "spatial": "depth_edit",  # keeps the 3D layout while contents move
-    "style": "canny_edit",  # keeps the outlines while colour and texture change
-    "prompt": "rewrite_prompt",
-    "semantic": "rewrite_prompt",
-}
-# With the instruction edit on, these categories go to ``edit`` (see ``repair_tool``).
-EDIT_CATEGORIES = frozenset({"object", "style"})
+# Each category's repair, from the tool registry (object: make_mask + inpaint; spatial: depth_edit keeps the 3D
+# layout; style: canny_edit keeps the outlines; prompt and semantic: rewrite_prompt).
+CATEGORY_TOOL: dict[str, str] = {c: t for c in ISSUE_CATEGORIES if (t := plain_repair_tool(c)) is not None}
+# With the instruction edit on, these categories go to it (see ``repair_tool``).
+EDIT_CATEGORIES = frozenset(c for c in CATEGORY_TOOL if repair_tool_for(c, True) != CATEGORY_TOOL[c])
 EDIT_ALTERNATIVE = 0.9  # weight factor of the pre-edit tool offered beside an edit
 EDIT_BOX_MARGIN = 50  # a focus box grows by this much (of 1000) per side: the VLM's boxes are rough
-# Ties are broken by this order: prepare before acting (rewrite before generate, mask before inpaint),
+# Ties are broken by the registry's rank: prepare before acting (rewrite before generate, mask before inpaint),
 # then the most local edit first, the whole-image regeneration last.
-TOOL_ORDER: tuple[str, ...] = (
-    "rewrite_prompt",
-    "make_mask",
-    "inpaint",
-    "edit",
-    "depth_edit",
-    "canny_edit",
-    "generate",
-)
-_PAIR = {t: TOOL_ORDER.index("inpaint" if t == "make_mask" else t) for t in TOOL_ORDER}
-STRENGTH_TOOLS = frozenset({"canny_edit", "depth_edit"})
-PROMPT_ARG_TOOLS = frozenset({"generate", "canny_edit", "depth_edit", "inpaint"})
+TOOL_ORDER: tuple[str, ...] = tuple(sorted(registry(), key=lambda n: registry()[n].rank))
+_PAIR = {t: TOOL_ORDER.index(registry()[t].prepares or t) for t in TOOL_ORDER}
+STRENGTH_TOOLS = frozenset(t.name for t in registry().values() if t.takes_strength)
+PROMPT_ARG_TOOLS = frozenset(t.name for t in registry().values() if t.takes_prompt)
 _BUDGET_STOPS: dict[str, StopReason] = {
     "iterations": "iteration_limit",
     "VLM calls": "vlm_budget",
@@ -193,20 +190,21 @@ def repair_tool(issue: Issue, config: SelectorConfig) -> str:
     fits; a large object still goes to make_mask + inpaint, spatial issues to depth_edit.
     """
     tool = CATEGORY_TOOL[issue.category]
-    if not config.edit_tool or issue.category not in EDIT_CATEGORIES:
+    preferred = repair_tool_for(issue.category, config.edit_tool) or tool
+    if preferred == tool:
         return tool
-    if issue.category == "object" and issue.box:
+    if get_tool(tool).needs_mask and issue.box:  # a large object is still repainted through a mask
         ymin, xmin, ymax, xmax = issue.box
         if (ymax - ymin) * (xmax - xmin) / 1e6 > config.edit_max_area + TOL:
             return tool
-    return "edit"
+    return preferred
 
 
-def _instruction_args(issues: list[Issue], it: int, config: SelectorConfig) -> dict[str, Any]:
+def _instruction_args(tool: str, issues: list[Issue], it: int, config: SelectorConfig) -> dict[str, Any]:
     fixes = "; ".join(i.description.strip().rstrip(".") for i in issues) or "match the prompt"
     args: dict[str, Any] = {
         "instruction": f"Fix this and keep everything else unchanged: {fixes}"[:1000],
-        "guidance": scheduled_guidance("edit", it, config),
+        "guidance": scheduled_guidance(tool, it, config),
     }
     if len(issues) == 1 and issues[0].box:
         ymin, xmin, ymax, xmax = issues[0].box
@@ -232,13 +230,13 @@ def _options(
     if prompt_issues := [i for i in weighed if i.category in PROMPT_SIDE]:
         focus = "; ".join(i.description.strip() for i in prompt_issues)[:1000] or "make the prompt match the intent"
         why = f"{len(prompt_issues)} prompt/semantic issue(s), weight {fmt_num(prompt_side)}: {focus}"
-        out.append(_opt("rewrite_prompt", prompt_side, why, {"focus": focus}, prompt))
+        out.append(_opt(rewrite_tool(), prompt_side, why, {"focus": focus}, prompt))
     groups: dict[tuple[str, str], list[Issue]] = {}
     for issue in (i for i in weighed if i.category in IMAGE_SIDE):
         tool = repair_tool(issue, config)
-        if tool == "inpaint":
-            target = call_target("make_mask", _mask_args(issue)) or ""
-        elif tool == "edit":  # one instruction per object, so each edit stays a single, clear change
+        if get_tool(tool).needs_mask:
+            target = call_target(mask_tool(), _mask_args(issue)) or ""
+        elif get_tool(tool).takes_instruction:  # one instruction per object, so each edit stays a single, clear change
             target = issue.target or issue.description.strip()
         else:
             target = prompt
@@ -247,20 +245,22 @@ def _options(
         weight = round(sum(issue_weight(i, config) for i in issues), 6)
         descriptions = "; ".join(i.description.strip() for i in issues)
         why = f"{len(issues)} {issues[0].category} issue(s), weight {fmt_num(weight)}: {descriptions}"
-        if tool == "inpaint":
-            out.append(_opt("make_mask", weight, f"mask {target!r} for inpaint; {why}", _mask_args(issues[0]), target))
+        masker = mask_tool()
+        if get_tool(tool).needs_mask:
+            out.append(_opt(masker, weight, f"mask {target!r} for {tool}; {why}", _mask_args(issues[0]), target))
             why = f"repaint only {target!r}; {why}"
-        if tool == "edit":
-            args = _instruction_args(issues, it, config)
-            out.append(_opt(tool, weight, f"edit {target!r} by instruction; {why}", args, args["instruction"]))
+        if get_tool(tool).takes_instruction:
+            args = _instruction_args(tool, issues, it, config)
+            out.append(_opt(tool, weight, f"{tool} {target!r} by instruction; {why}", args, args["instruction"]))
             # The tool the issue had before edit stays a close second, so a planner choosing it is not vetoed.
             alt, alt_weight = CATEGORY_TOOL[issues[0].category], round(weight * EDIT_ALTERNATIVE, 6)
-            alt_target = (call_target("make_mask", _mask_args(issues[0])) or "") if alt == "inpaint" else prompt
-            if alt == "inpaint":
-                reason = f"mask {alt_target!r} for inpaint (alternative to edit); {why}"
-                out.append(_opt("make_mask", alt_weight, reason, _mask_args(issues[0]), alt_target))
+            alt_masked = get_tool(alt).needs_mask
+            alt_target = (call_target(masker, _mask_args(issues[0])) or "") if alt_masked else prompt
+            if alt_masked:
+                reason = f"mask {alt_target!r} for {alt} (alternative to {tool}); {why}"
+                out.append(_opt(masker, alt_weight, reason, _mask_args(issues[0]), alt_target))
             alt_args = _edit_args(alt, it, config, prompt)
-            out.append(_opt(alt, alt_weight, f"alternative to edit; {why}", alt_args, alt_target))
+            out.append(_opt(alt, alt_weight, f"alternative to {tool}; {why}", alt_args, alt_target))
             continue
         out.append(_opt(tool, weight, why, _edit_args(tool, it, config, prompt), target))
     return out
@@ -286,32 +286,36 @@ def recommend(
             gap = round(thr - score, 6)
             reason = f"no weighed issues but score {fmt_num(score)} < threshold {fmt_num(thr)}: rewrite, then re-render"
             focus = "the image scores below the threshold without a named issue: make the prompt more concrete"
-            canny = _edit_args("canny_edit", it, config, prompt)
-            options = [_opt("rewrite_prompt", gap, reason, {"focus": focus}, prompt)]
-            options.append(_opt("canny_edit", gap, "re-render keeping the composition", canny, prompt))
+            rerender = CATEGORY_TOOL["style"]  # keeps the outlines: the composition stays
+            options = [_opt(rewrite_tool(), gap, reason, {"focus": focus}, prompt)]
+            again = _edit_args(rerender, it, config, prompt)
+            options.append(_opt(rerender, gap, "re-render keeping the composition", again, prompt))
     elif w.prompt_side > w.image_side:
         strategy, reason = "prompt_refinement", f"{compare}: rewrite the prompt, then generate"
-        gen = _edit_args("generate", it, config, prompt)
-        options.append(_opt("generate", w.prompt_side, "regenerate with the rewritten prompt", gen, prompt))
+        generate = first_image_tool()
+        gen = _edit_args(generate, it, config, prompt)
+        options.append(_opt(generate, w.prompt_side, "regenerate with the rewritten prompt", gen, prompt))
     else:
         strategy, reason = "image_modification", f"{compare}: edit the image where it is wrong"
     # A preparatory call just run (make_mask, rewrite_prompt) sinks and its follow-up (the inpaint on that mask's
     # target; the best other tool after a rewrite) goes first, so the next step completes the action.
     index = last_run(history)
     last = None if index is None else history[index]
-    mask = target_key(entry_target(history, index)) if last and last.tool == "make_mask" else None
+    masker = mask_tool()
+    masked = registry()[masker].prepares or masker
+    mask = target_key(entry_target(history, index)) if last and last.tool == masker else None
     keyed: list[tuple[int, ToolChoice, str]] = []
     for choice, target in options:
-        tools = ("make_mask", "inpaint") if choice.tool in ("make_mask", "inpaint") else (choice.tool,)
+        tools = (masker, masked) if choice.tool in (masker, masked) else (choice.tool,)
         if n := failure_count(tools, target, history):  # demote, never drop: the planner may still know better
             weight = round(choice.weight * config.failure_demotion**n, 6)
             choice = choice.model_copy(update={"weight": weight, "reason": f"{choice.reason} (demoted: failed {n}x)"})
         done = (
             last is not None
             and choice.tool == last.tool
-            and (choice.tool == "rewrite_prompt" or target_key(target) == mask)
+            and (get_tool(choice.tool).rewrites_prompt or target_key(target) == mask)
         )
-        follow = mask is not None and choice.tool == "inpaint" and target_key(target) == mask
+        follow = mask is not None and choice.tool == masked and target_key(target) == mask
         if done or follow:
             note = "just run" if done else "follows the make_mask just run"
             choice = choice.model_copy(update={"reason": f"{choice.reason} ({note})"})

@@ -17,7 +17,16 @@ from pydantic import BaseModel, Field
 
 from emage_agent.core.errors import InvalidArgument
 from emage_agent.core.planning import HistoryEntry, Recommendation, ToolCall
-from emage_agent.core.tools import TOOL_NAMES, get_contract, validate_arguments
+from emage_agent.core.tools import (
+    first_image_tool,
+    get_contract,
+    get_tool,
+    is_tool,
+    mask_tool,
+    rewrite_tool,
+    tool_names,
+    validate_arguments,
+)
 from emage_agent.strategy.config import TOL, BudgetState, SelectorConfig, fmt_num
 
 VetoKind = Literal["unknown_tool", "invalid_arguments", "contradicts_strategy", "repeated_failure", "budget"]
@@ -48,17 +57,21 @@ def call_target(
     """
     if args.get("target"):
         return str(args["target"])
-    if tool == "make_mask":
+    traits = get_tool(tool) if is_tool(tool) else None
+    if traits is None:
+        return args.get("prompt")
+    if traits.makes_mask:
         return f"box {list(args['box'])}" if args.get("box") else None
-    if tool == "inpaint":
+    if traits.needs_mask:
+        masker = mask_tool()
         for entry in reversed(history):
-            if entry.tool == "make_mask" and not entry.vetoed:
-                return entry.target or call_target("make_mask", entry.args)
-        masks = [c for c in recommendation.ranked if c.tool == "make_mask"] if recommendation else []
-        return call_target("make_mask", masks[0].args) if masks else None
-    if tool == "rewrite_prompt":
+            if entry.tool == masker and not entry.vetoed:
+                return entry.target or call_target(masker, entry.args)
+        masks = [c for c in recommendation.ranked if c.tool == masker] if recommendation else []
+        return call_target(masker, masks[0].args) if masks else None
+    if traits.rewrites_prompt:
         return prompt or args.get("focus")
-    if tool == "edit":
+    if traits.takes_instruction:
         return args.get("instruction")
     return args.get("prompt")
 
@@ -125,15 +138,16 @@ def review(
     prompt: str | None = None,
 ) -> Verdict:
     """Accept, clamp or veto one proposed call. Checks run from the most to the least certain ground."""
-    if call.name not in TOOL_NAMES:
-        reason = f"unknown tool {call.name!r}; tools are {', '.join(TOOL_NAMES)}"
+    if not is_tool(call.name):
+        reason = f"unknown tool {call.name!r}; tools are {', '.join(tool_names())}"
         return Verdict(accepted=False, call=call, kind="unknown_tool", reason=reason)
-    if call.name == "edit" and not config.edit_tool:
-        reason = "edit is switched off (no FLUX.1 Kontext model: EMAGE_KONTEXT_MODEL=none); use inpaint or canny_edit"
+    if not get_tool(call.name).available(config.edit_tool):
+        others = " or ".join(t for t in tool_names(config.edit_tool) if get_tool(t).edits_image)
+        reason = f"{call.name} is switched off (no FLUX.1 Kontext model: EMAGE_KONTEXT_MODEL=none); use {others}"
         return Verdict(accepted=False, call=call, kind="unknown_tool", reason=reason)
     try:
         args = validate_arguments(call.name, call.args)
-        if call.name == "canny_edit" and args["low_threshold"] >= args["high_threshold"]:
+        if "low_threshold" in args and args["low_threshold"] >= args.get("high_threshold", math.inf):
             raise InvalidArgument("must exceed low_threshold", field="high_threshold")
     except InvalidArgument as exc:
         return Verdict(accepted=False, call=call, kind="invalid_arguments", reason=str(exc))
@@ -163,12 +177,12 @@ def review(
     if top is not None and call.name == recommendation.ranked[0].tool:  # the selector's own next step
         weight = max(weight, top.weight)
     if (
-        call.name == "generate"
+        call.name == first_image_tool()
         and (last := last_run(history)) is not None
-        and history[last].tool == "rewrite_prompt"
+        and history[last].tool == rewrite_tool()
         and recommendation.strategy != "image_modification"
     ):  # the rewrite just run is carried out by a generate
-        weight = max([weight] + [c.weight for c in recommendation.ranked if c.tool == "rewrite_prompt"])
+        weight = max([weight] + [c.weight for c in recommendation.ranked if c.tool == rewrite_tool()])
     if top is not None and top.weight - weight > config.veto_margin + TOL:
         reason = (
             f"{call.name} (weight {fmt_num(weight)}) contradicts the {recommendation.strategy} strategy, "

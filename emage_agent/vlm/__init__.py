@@ -1,9 +1,10 @@
-"""The vision-language side: the three small interfaces the loop uses, and the backends behind them.
+"""The vision-language side: the three small interfaces the loop uses, the roles, and the transports.
 
-Images cross these interfaces as PNG bytes and answers come back as the models of
-``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type leaves a backend. Each
-backend (``gemini``, ``openai_compat``, ``local``) is its own subpackage or module and is the only
-importer of its SDK, so a new backend joins without touching the loop; ``choice`` picks and builds one.
+The roles (``evaluator``, ``planner``, ``rewriter``) are written once over the request interface of
+``transport``; each backend (``gemini``, ``openai_compat``, ``local``) is a transport, the only importer of
+its SDK, with its own wire format, retries and error translation. Images cross as PNG bytes and answers
+come back as the models of ``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type
+leaves a transport. ``choice`` picks a backend and builds the roles over it.
 """
 
 from __future__ import annotations

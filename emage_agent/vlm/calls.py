@@ -6,10 +6,15 @@ and model of each call and count its tokens the same way, whichever service or l
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
+import time
+from collections.abc import Iterator
 
 from pydantic import BaseModel
+
+from emage_agent.core.errors import EmageError
 
 MAX_SINGLE_WAIT_S = 30.0
 
@@ -63,3 +68,18 @@ def backoff_s(initial_s: float, attempt: int, budget_s: float, hint_s: float | N
     cap = min(MAX_SINGLE_WAIT_S, budget_s)
     wait = min(cap, max(0.0, initial_s) * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
     return max(wait, min(hint_s, budget_s)) if hint_s is not None else wait
+
+
+@contextlib.contextmanager
+def recorded(calls: list[CallRecord], record: CallRecord) -> Iterator[CallRecord]:
+    """Book one call whatever happens: its latency, its error (EMage's, already translated) or ``ok``."""
+    started = time.monotonic()
+    try:
+        yield record
+    except EmageError as exc:
+        record.error = str(exc)
+        raise
+    finally:
+        record.latency_s = round(time.monotonic() - started, 4)
+        calls.append(record)
+    record.ok = True

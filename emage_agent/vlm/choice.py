@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from emage_agent.core.errors import UserError
 from emage_agent.core.settings import Settings
+from emage_agent.vlm.evaluator import Evaluator
+from emage_agent.vlm.planner import Planner
+from emage_agent.vlm.rewriter import Rewriter
+from emage_agent.vlm.transport import Transport
 
 Backend = Literal["gemini", "openai", "local"]
 Role = Literal["evaluator", "planner"]
@@ -74,7 +78,7 @@ def model_of(settings: Settings, backend: Backend) -> str:
 
 @dataclass
 class VLM:
-    """One backend's collaborators around one client (one connection pool, one call log)."""
+    """The shared roles around one backend's transport (one connection pool, one call log)."""
 
     name: Backend
     model: str
@@ -89,50 +93,30 @@ class VLM:
 
 
 def open_vlm(settings: Settings, backend: Backend, limiter: Any = None) -> VLM:
-    """Build ``backend``'s client, evaluator, rewriter and planner factory; raises ``UserError`` on bad config.
+    """Build ``backend``'s transport and the shared roles over it; raises ``UserError`` on bad config.
 
     ``limiter`` (``engine.RateLimiter``) paces a remote backend's requests across sessions."""
-    if backend == "gemini":
-        from emage_agent.vlm import gemini
+    client = _transport(settings, backend, limiter)
+    return VLM(backend, client.model, client, Evaluator(client), Rewriter(client), lambda: Planner(client))
 
-        client: Any = gemini.GeminiClient(settings, limiter=limiter)
-        return VLM(
-            backend,
-            client.model,
-            client,
-            gemini.Evaluator(client),
-            gemini.Rewriter(client),
-            lambda: gemini.Planner(client),
-        )
+
+def _transport(settings: Settings, backend: Backend, limiter: Any) -> Transport:
+    if backend == "gemini":
+        from emage_agent.vlm.gemini.client import GeminiClient
+
+        return GeminiClient(settings, limiter=limiter)
     if backend == "openai":
         try:
-            from emage_agent.vlm import openai_compat
+            from emage_agent.vlm.openai_compat.client import OpenAIClient
         except ImportError:
             raise UserError("needs the openai package: pip install 'emage-agent[openai]'", field="EMAGE_VLM") from None
-        client = openai_compat.OpenAIClient(settings, limiter=limiter)
-        return VLM(
-            backend,
-            client.model,
-            client,
-            openai_compat.Evaluator(client),
-            openai_compat.Rewriter(client),
-            lambda: openai_compat.Planner(client),
-        )
+        return OpenAIClient(settings, limiter=limiter)
     if backend == "local":
         import importlib.util
 
-        from emage_agent.vlm import local
+        from emage_agent.vlm.local import LocalClient
 
         if importlib.util.find_spec("xgrammar") is None:
             raise UserError("the local VLM needs xgrammar: pip install 'emage-agent[local]'", field="EMAGE_VLM")
-
-        client = local.LocalClient(settings)
-        return VLM(
-            backend,
-            client.model,
-            client,
-            local.Evaluator(client),
-            local.Rewriter(client),
-            lambda: local.Planner(client),
-        )
+        return LocalClient(settings)
     raise UserError(f"unknown backend {backend!r}; backends are auto, gemini, openai, local", field="EMAGE_VLM")

@@ -8,28 +8,30 @@ float knobs of the tools (strength, guidance, threshold) are left to their defau
 suggestions, and steps, seed and size to the session's options (a small model should not pick the
 cost). Thus every answer is finite, parses and validates.
 
-The planner is stateless between turns apart from the last tool results: each turn carries the whole
-decision request (history included), which suits small models better than a long chat.
+``LocalClient`` is the transport under the shared roles (``vlm.transport``). It keeps no chat
+(``keeps_history`` False): each planning turn carries the whole decision request (history included) and
+the last tool results as text, which suits small models better than a long chat.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
-from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer
-from emage_agent.core.evaluation import ISSUE_CATEGORIES, Evaluation, Issue
-from emage_agent.core.planning import PlanningContext, PlanResult, ToolReport
-from emage_agent.core.resources import load_prompt
+from emage_agent.core.errors import ExecutionFailure, UnreadableAnswer, VLMUnavailable
+from emage_agent.core.evaluation import ISSUE_CATEGORIES
 from emage_agent.core.settings import Settings
-from emage_agent.core.tools import load_contracts
-from emage_agent.vlm.answers import apply_feedback, clean_remarks, evaluator_instructions, rewrite_instructions
-from emage_agent.vlm.calls import CallRecord
-from emage_agent.vlm.parsing import evaluation_from_dict
-from emage_agent.vlm.rewriting import Rewrite, fallback_rewrite, finish_rewrite
-from emage_agent.vlm.turns import Pending, allowed_tools, match_reports, read_calls, render_turn
+from emage_agent.core.tools import available_tools, load_contracts
+from emage_agent.vlm.answers import EvaluationAnswer, RewriteAnswer
+from emage_agent.vlm.calls import CallRecord, recorded
+from emage_agent.vlm.evaluator import Evaluator
+from emage_agent.vlm.planner import Planner
+from emage_agent.vlm.rewriter import Rewriter
+from emage_agent.vlm.transport import Picture, Reply, Request, Text, ToolResult, Turn
+from emage_agent.vlm.turns import Pending
+
+__all__ = ["Evaluator", "LocalClient", "Planner", "Rewriter", "evaluation_schema", "plan_schema"]
 
 log = logging.getLogger("emage_agent.vlm.local")
 
@@ -135,9 +137,13 @@ def plan_schema(allowed: list[str], max_calls: int, max_chars: int) -> dict[str,
 
 
 class LocalClient:
-    """The runner (loaded on first use) behind a call log like the remote backends'."""
+    """The runner (loaded on first use) behind a call log like the remote backends', and the transport."""
 
     backend = BACKEND
+    label = "the local model"
+    parses_answers = True  # the grammar makes every answer decode
+    keeps_history = False
+    answers_objects = False
 
     def __init__(self, settings: Settings, runner: Any = None) -> None:
         self.settings = settings
@@ -163,9 +169,13 @@ class LocalClient:
     ) -> dict[str, Any]:
         """The decoded JSON answer; ``UnreadableAnswer`` when the decoder ran out of tokens first."""
         record = CallRecord(purpose=purpose, model=self.model, backend=BACKEND, attempts=1)
-        started = time.monotonic()
-        try:
-            gen = self.runner.generate(system, text, list(images), schema, self.settings.local_vlm_max_new_tokens)
+        with recorded(self.calls, record):
+            try:
+                gen = self.runner.generate(system, text, list(images), schema, self.settings.local_vlm_max_new_tokens)
+            except ExecutionFailure as exc:  # the model could not run (memory, device): the judge is unavailable
+                if isinstance(exc, UnreadableAnswer | VLMUnavailable):
+                    raise
+                raise VLMUnavailable(f"the local model failed: {exc}") from None
             record.input_tokens, record.output_tokens = gen.input_tokens, gen.output_tokens
             record.total_tokens = gen.input_tokens + gen.output_tokens
             if not gen.finished:
@@ -174,91 +184,56 @@ class LocalClient:
                     "(raise EMAGE_LOCAL_VLM_MAX_NEW_TOKENS or lower EMAGE_LOCAL_VLM_MAX_CHARS)"
                 )
             try:
-                data = json.loads(gen.text, strict=False)  # control characters inside strings are harmless here
+                return json.loads(gen.text, strict=False)  # control characters inside strings are harmless here
             except json.JSONDecodeError as exc:
                 raise UnreadableAnswer(f"the local {purpose} answer is not JSON ({exc}): {gen.text[:200]!r}") from None
-        except EmageError as exc:
-            record.error = str(exc)
-            raise
-        finally:
-            record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(record)
-        record.ok = True
-        return data
+
+    def scrub(self, text: str) -> str:
+        """Nothing to hide: the local backend holds no key."""
+        return text
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
+
+    def request(self, request: Request) -> Reply:
+        """The transport interface: the last user turn as one prompt, decoded under the matching grammar."""
+        text, images = prompt_of(request.turns[-1])
+        if request.tools is not None:
+            text += '\n\nAnswer with JSON: {"calls": [{"tool": "<name>", "arguments": {...}}]}.'
+            schema = plan_schema(request.tools, LOCAL_MAX_CALLS, self.max_chars)
+            data = self.answer(request.purpose, text, schema, images[-1:], system=request.system)
+            calls = [
+                Pending(str(c.get("tool", "")), f"local-{n}", dict(c.get("arguments") or {}))
+                for n, c in enumerate(data.get("calls", []))
+            ]
+            return Reply(calls=calls, turn=Turn("model", raw=data))
+        if request.answer is EvaluationAnswer:
+            data = self.answer(request.purpose, text + PERCENT_NOTE, evaluation_schema(self.max_chars), images)
+            data["satisfaction_score"] = data.pop("satisfaction_percent", 0) / 100
+            for issue in data.get("issues", []):
+                issue["severity"] = issue.get("severity", 50) / 100
+            return Reply(parsed=data)
+        if request.answer is RewriteAnswer:
+            return Reply(parsed=self.answer(request.purpose, text, rewrite_schema(self.max_chars), images))
+        name = request.answer.__name__ if request.answer else "free text"
+        raise ExecutionFailure(f"the local backend has no grammar for a {request.purpose} answer ({name})")
 
 
-class Evaluator:
-    """``evaluate(png, prompt)`` -> ``Evaluation`` from the local model's constrained answer."""
-
-    def __init__(self, client: LocalClient) -> None:
-        self.client = client
-
-    def evaluate(
-        self, image_png: bytes, prompt: str, original_prompt: str | None = None, feedback: list[str] | None = None
-    ) -> Evaluation:
-        remarks = clean_remarks(feedback)
-        text = evaluator_instructions(prompt, original_prompt, remarks) + PERCENT_NOTE
-        data = self.client.answer("evaluate", text, evaluation_schema(self.client.max_chars), [image_png])
-        data["satisfaction_score"] = data.pop("satisfaction_percent", 0) / 100
-        for issue in data.get("issues", []):
-            issue["severity"] = issue.get("severity", 50) / 100
-        found = evaluation_from_dict(data)
-        if found is None:  # pragma: no cover - the schema makes the score required
-            raise UnreadableAnswer("the local evaluation has no score")
-        evaluation, tied = found
-        return apply_feedback(evaluation, tied, remarks) if remarks else evaluation
-
-
-class Rewriter:
-    """``rewrite(...)`` -> ``Rewrite``; the offline rewrite when the local model fails."""
-
-    def __init__(self, client: LocalClient) -> None:
-        self.client = client
-
-    def rewrite(self, prompt: str, original_prompt: str, issues: list[Issue], focus: str | None = None) -> Rewrite:
-        text = rewrite_instructions(prompt, original_prompt, issues, focus)
-        try:
-            data = self.client.answer("rewrite", text, rewrite_schema(self.client.max_chars))
-            return finish_rewrite(data, original_prompt, BACKEND)
-        except ExecutionFailure as exc:
-            log.warning("local rewrite failed (%s); using the offline rewrite", exc)
-            return fallback_rewrite(prompt, original_prompt, issues, focus, "local model failed")
-
-
-class Planner:
-    """``plan(ctx)`` -> ``PlanResult`` from one constrained answer; ``report`` keeps the results for the next turn."""
-
-    def __init__(self, client: LocalClient) -> None:
-        self.client = client
-        self._system = load_prompt("planner", tools=", ".join(sorted(load_contracts())))
-        self.reset()
-
-    def reset(self) -> None:
-        self._pending: list[Pending] = []
-        self._results: list[str] = []
-
-    def plan(self, ctx: PlanningContext, feedback: str | None = None) -> PlanResult:
-        allowed = allowed_tools(ctx)
-        note = "the current image is attached" if ctx.image_png else "no image is available"
-        turn = render_turn(ctx, feedback, allowed, note)
-        if self._results:
-            turn = "Results of your previous calls:\n" + "\n".join(self._results) + "\n\n" + turn
-        turn += '\n\nAnswer with JSON: {"calls": [{"tool": "<name>", "arguments": {...}}]}.'
-        images = [ctx.image_png] if ctx.image_png else []
-        schema = plan_schema(allowed, LOCAL_MAX_CALLS, self.client.max_chars)
-        data = self.client.answer("plan", turn, schema, images, system=self._system)
-        calls = [
-            Pending(str(c.get("tool", "")), f"local-{n}", dict(c.get("arguments") or {}))
-            for n, c in enumerate(data.get("calls", []))
-        ]
-        self._results, self._pending = [], calls
-        return read_calls(calls, allowed, max(1, ctx.max_calls))
-
-    def report(self, reports: list[ToolReport]) -> None:
-        pairs, remaining = match_reports(self._pending, reports)
-        for pending, report in pairs:
-            state = "not executed" if report is None else ("succeeded" if report.ok else "failed")
-            detail = report.summary if report is not None else (pending.error or "")
-            self._results.append(f"- {pending.name}: {state}: {detail}")
-        self._results += [f"- the agent also ran {r.call.name}: {r.summary}" for r in remaining]
-        self._pending = []
+def prompt_of(turn: Turn) -> tuple[str, list[bytes]]:
+    """One user turn as a prompt: the last tool results first, then the texts; and its pictures."""
+    results: list[str] = []
+    texts: list[str] = []
+    images: list[bytes] = []
+    for part in turn.parts:
+        if isinstance(part, ToolResult):
+            detail = str(part.payload.get("result", ""))
+            state = "not executed" if not part.ran else ("succeeded" if part.payload.get("ok") else "failed")
+            results.append(f"- {part.name}: {state}: {'' if detail == 'not executed' else detail}")
+        elif isinstance(part, Text):
+            texts.append(part.text)
+        elif isinstance(part, Picture):
+            images.append(part.png)
+    head = "Results of your previous calls:\n" + "\n".join(results) + "\n\n" if results else ""
+    return head + "\n\n".join(texts), images

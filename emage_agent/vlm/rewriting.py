@@ -8,7 +8,7 @@ must therefore survive; words the model dropped are appended rather than lost, a
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -30,7 +30,7 @@ class Rewrite(BaseModel):
 
     prompt: str
     rationale: str
-    source: Literal["gemini", "openai", "local", "offline"]
+    source: str  # the transport's backend (gemini, openai, local, ...) or "offline"
 
 
 def _stem(word: str) -> str:
@@ -100,7 +100,7 @@ def finish_rewrite(data: Any, original_prompt: str, source: str) -> Rewrite:
     if lost:
         new_prompt = f"{new_prompt.rstrip(' .')}, {', '.join(lost)}"
         rationale += f" (restored from the original request: {', '.join(lost)})"
-    return Rewrite(prompt=fit(new_prompt), rationale=rationale, source=source)  # type: ignore[arg-type]
+    return Rewrite(prompt=fit(new_prompt), rationale=rationale, source=source)
 
 
 def fallback_rewrite(prompt: str, original_prompt: str, issues: list[Issue], focus: str | None, why: str) -> Rewrite:

@@ -1,7 +1,6 @@
-"""What every planner backend shares: the decision request as text, and checking the calls that come back.
+"""What the planner role asks and accepts: the decision request as text, and checking the calls that come back.
 
-Pure functions over the planning models: the Gemini, OpenAI-compatible and local planners differ only in
-how they carry a turn to the model and the calls back, not in what they ask or accept.
+Pure functions over the planning models, used by ``vlm.planner`` whichever transport carries the turn.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from emage_agent.adapters.batch import read_items
+from emage_agent.adapters.batch.items import read_items
 from tests.adapters.test_cli import cli_env, emage
 from tests.support.fake_gemini import Reply, evaluation_reply, invalid_argument
 

@@ -33,6 +33,23 @@ def test_shipped_set_covers_the_categories_and_geneval_reads(tmp_path: Path) -> 
     assert err.value.field == "--modes"
 
 
+def test_bench_reads_the_prompt_files_batch_reads(tmp_path: Path) -> None:
+    """One reader: plain text (one prompt a line), JSONL items with their own options, and bad lines refused."""
+    text = tmp_path / "prompts.txt"
+    text.write_text("# two prompts\na red fox\n\ntwo green apples\n")
+    assert [(p.prompt, p.category, p.options) for p in load_prompts(text)] == [
+        ("a red fox", "other", {}),
+        ("two green apples", "other", {}),
+    ]
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"prompt": "a cube", "category": "colour", "candidates": 2, "steps": 3}) + "\n")
+    [read] = load_prompts(items)
+    assert (read.category, read.options) == ("colour", {"candidates": 2, "steps": 3})
+    items.write_text(json.dumps({"prompt": "a cube"}) + "\n" + json.dumps({"prompt": "x", "colour": "red"}) + "\n")
+    with pytest.raises(UserError, match=":2 is not a prompt record.*colour"):
+        load_prompts(items)
+
+
 def test_detector_accuracy_checks_counts_and_positions() -> None:
     dogs = [
         Detection(label="dog", score=0.9, box=[0, 0, 100, 100]),

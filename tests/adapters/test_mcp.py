@@ -253,7 +253,7 @@ async def test_an_artifact_path_of_another_session_is_refused(server: Any, root:
         ("refine", {"feedback": "bigger"}, "feedback: "),
         ("refine", {}, "prompt: "),
         ("refine", {"prompt": "x", "session_id": "abc"}, "not both"),
-        ("refine", {"prompt": "x", "iterations": 99}, "iterations"),
+        ("refine", {"prompt": "x", "iterations": 101}, "iterations"),  # the options model's limit, as in the CLI
         ("session_history", {"session_id": "no-such-session"}, "session_id"),
         ("inpaint", {"prompt": "x", "mask": "s9-mask", "session_id": "SID"}, "mask: no artifact 's9-mask'"),
     ],

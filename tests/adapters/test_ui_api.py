@@ -64,7 +64,7 @@ def test_the_documented_endpoints_drive_a_session(client: Any, caplog: pytest.Lo
     assert [p["parameter_name"] for p in run][:3] == ["prompt", "iterations", "threshold"]
     assert all(p["parameter_has_default"] for p in run[1:]) and not run[0]["parameter_has_default"]
     planner = next(p for p in run if p["parameter_name"] == "planner")
-    assert set(planner["type"]["enum"]) == {"gemini", "vlm", "selector"}
+    assert set(planner["type"]["enum"]) == {"vlm", "selector"}  # "gemini" is still read, as "vlm"
     assert [p["parameter_name"] for p in info["named_endpoints"]["/open_session"]["parameters"]] == ["session_id"]
     for endpoint in info["named_endpoints"].values():
         assert all(not r["label"].startswith("value_") for r in endpoint["returns"])

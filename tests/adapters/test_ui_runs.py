@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from emage_agent.adapters.ui import Studio
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import UserError
 from emage_agent.engine import GpuQueue
 from tests.support.scripted import ScriptedExecutor, scripted_agent
@@ -158,7 +159,8 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
     finish(run)
     with studio.open_store(run.session_id) as store:
         first = store.steps()[0]
-        assert first.note == "the image uploaded to start from" and first.score == 0.5
+        assert first.tool == "upload" and first.score == 0.5  # recorded through the API, as the CLI records it
+        assert first.note == "the user's picture" and first.decision == Decision(strategy="initial")
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
@@ -178,7 +180,9 @@ def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path
     demo, page = layout(studio)
     run_inputs = [f.inputs for f in demo.fns.values() if f.name == "run"]
     assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
-    shown = list(page.run("a red fox", 3, 0.8, "3", 64, 64, 2, "selector", adaptive, None))
+    chosen = {"iterations": 3, "threshold": 0.8, "seed": 3, "width": 64, "height": 64, "steps": 2}
+    chosen |= {"planner": "selector", "adaptive_threshold": adaptive}
+    shown = list(page.run("a red fox", **chosen))  # named, as /run takes them; the rest stay at their defaults
     session_id = shown[-1][page.c.session_id]
     with studio.open_store(session_id) as store:
         assert store.info.options["adaptive_threshold"] is adaptive

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from emage_agent.engine import GpuQueue, Lane
+from emage_agent.engine import GpuQueue
+from emage_agent.engine.gpu import Lane
 
 
 class SlowTools:

@@ -11,7 +11,8 @@ import pytest
 
 from emage_agent.api import Agent
 from emage_agent.core.errors import ExecutionFailure
-from emage_agent.engine import GpuQueue, Job, RateLimiter, SessionPool, WorkerLost
+from emage_agent.engine import GpuQueue, Job, RateLimiter, SessionPool
+from emage_agent.engine.gpu import WorkerLost
 from emage_agent.vlm.gemini import GeminiClient
 from tests.support.fake_gemini import evaluation_reply, rate_limited
 

@@ -172,7 +172,7 @@ def test_planner_call_to_edit_runs_kontext_and_is_recorded(
     assert edit["args"]["instruction"] == "make the car blue" and edit["args"]["image"] == "current"
     assert edit["satisfaction_score"] == 0.9 and summary["final_image"] == edit["image"]
     record = next(r for r in session.store.steps() if r.tool == "edit")
-    assert record.decision["ranked"][0]["tool"] == "edit"  # the selector agreed: a colour fix goes to edit
+    assert record.decision.ranked[0].tool == "edit"  # the selector agreed: a colour fix goes to edit
     assert script.seen["plan"] == 1
     plan_request = next(r for r in fake_gemini.requests if r.purpose == "plan")
     assert "edit" in plan_request.allowed_function_names

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
-from emage_agent.executor import Executor, ExecutorCounters, ToolOutput
+from emage_agent.executor import Executor, ToolOutput
 from emage_agent.executor.control import canny_map
+from emage_agent.executor.types import ExecutorCounters
 
 FAST = {"steps": 2}
 SMALL = {"width": 64, "height": 64, **FAST}

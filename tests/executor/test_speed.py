@@ -36,8 +36,15 @@ def test_int8_shrinks_the_counted_weights_and_keeps_the_image(tiny_settings: Any
         image = pixels(ex.run("generate", ARGS).image)
         quantized = ex.counters
         transformer = next(iter(ex.models()._transformers.values()))
-        weight = transformer.transformer_blocks[0].attn.to_q.weight
-    assert type(weight).__name__ == "Int8Tensor"
+        attn = transformer.transformer_blocks[0].attn
+        weight = attn.to_qkv.weight
+        t5_wo = ex.models().shared()["text_encoder_2"].encoder.block[0].layer[1].DenseReluDense.wo.weight
+        t5_wi = ex.models().shared()["text_encoder_2"].encoder.block[0].layer[1].DenseReluDense.wi.weight
+    # q, k and v fused before quantizing (the unfused copies dropped), each fused row with its own scale
+    assert type(weight).__name__ == "Int8Tensor" and not hasattr(attn, "to_q") and attn.fused_projections
+    assert weight.scale.numel() == weight.shape[0]
+    # transformers keeps T5's wo out of quantization (``_keep_in_fp32_modules``), as the planner counts it
+    assert type(t5_wi).__name__ == "Int8Tensor" and type(t5_wo).__name__ != "Int8Tensor"
     assert quantized.quantize == "int8" and counters.quantize == "none"
     before, after = counters.weight_bytes, quantized.weight_bytes
     # float32 linear weights become int8 (plus one scale per row): well under half the bytes
@@ -122,16 +129,38 @@ def test_cuda_only_quantizations_say_so_on_the_cpu(tiny_settings: Any) -> None:
     assert auto.models().quantize == "none"
 
 
-def test_attention_auto_is_native_on_the_cpu() -> None:
-    from emage_agent.executor.acceleration import choose_attention
+def test_attention_auto_is_native_on_the_cpu(tiny_settings: Any) -> None:
+    from emage_agent.executor.acceleration import check_attention
 
-    assert choose_attention("auto", "cpu") == "native"
-    assert choose_attention("flex", "cpu") == "flex"
+    assert Executor(tiny_settings).models().speed.attention == "native"
+    check_attention("flex")
     import importlib.util
 
     if importlib.util.find_spec("sageattention") is None:
         with pytest.raises(UserError, match="EMAGE_ATTENTION: sage attention needs the sageattention package"):
-            choose_attention("sage", "cuda")
+            check_attention("sage")
+        with pytest.raises(UserError, match="sageattention"):
+            Executor(tiny_settings.model_copy(update={"attention": "sage"})).models()
+
+
+def test_compiled_runs_put_the_vae_in_channels_last_and_tile_large_decodes(tiny_settings: Any) -> None:
+    import torch
+
+    from emage_agent.executor.acceleration import set_vae_tiling
+
+    settings = tiny_settings.model_copy(update={"compile": "regional", "compile_backend": "eager"})
+    with Executor(settings) as ex:
+        vae = ex.models().shared()["vae"]
+        assert vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert hasattr(vae.decode, "_torchdynamo_orig_callable")  # the decode is compiled
+        assert ex.counters.compile == "regional" and ex.counters.speed_why["compile"] == "EMAGE_COMPILE=regional as set"
+    set_vae_tiling(vae, 2048, 2048)
+    assert vae.use_tiling
+    set_vae_tiling(vae, 1024, 1024)
+    assert not vae.use_tiling
+    with Executor(tiny_settings) as exact:  # auto on the CPU: nothing compiled, the VAE as loaded
+        plain_vae = exact.models().shared()["vae"]
+        assert not hasattr(plain_vae.decode, "_torchdynamo_orig_callable")
 
 
 # ---- CUDA only: run on a GPU machine with `pytest -m gpu tests/test_speed.py` ---------------------------
@@ -160,6 +189,22 @@ def test_gpu_quantization_counts_fewer_bytes(tiny_settings: Any, quantize: str) 
             ex.run("generate", ARGS)
             sizes[q] = ex.counters.weight_bytes["transformer:base"]
     assert sizes[quantize] < sizes["none"]
+
+
+@cuda
+def test_gpu_auto_is_fp8_per_row_fused_and_quantized_on_the_device(tiny_settings: Any) -> None:
+    import torch
+
+    settings = _cuda_settings(tiny_settings, quantize="auto", compile="off")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9")
+    with Executor(settings) as ex:
+        ex.run("generate", ARGS)
+        transformer = next(iter(ex.models()._transformers.values()))
+        weight = transformer.transformer_blocks[0].attn.to_qkv.weight
+        assert ex.counters.quantize == "fp8" and "fp8" in ex.counters.speed_why["quantize"]
+    assert type(weight).__name__ == "Float8Tensor" and weight.device.type == "cuda"
+    assert weight.scale.numel() == weight.shape[0]  # one scale per row
 
 
 @cuda

@@ -26,6 +26,9 @@ def test_cli_session_records_its_speed_settings(cli_settings: Any, fake_gemini: 
     assert speed["quantize"] == "int8" and speed["step_cache"] == "first_block"
     assert speed["step_cache_threshold"] == 0.2 and speed["compile"] == "off"
     assert speed["residency"] == "resident" and speed["attention"] == "native"  # as resolved on the CPU
+    # and why: the explicit setting as set, ``auto`` as resolved on the CPU
+    assert speed["why"]["quantize"] == "EMAGE_QUANTIZE=int8 as set"
+    assert "CPU" in speed["why"]["compile"] and "CPU" in speed["why"]["attention"]
     session_dir = Path(summary["session_dir"])
     assert json.loads((session_dir / "summary.json").read_text())["speed"] == speed
     with sqlite3.connect(session_dir / "session.db") as db:
@@ -36,3 +39,9 @@ def test_cli_session_records_its_speed_settings(cli_settings: Any, fake_gemini: 
 def test_bad_quantize_is_one_line(cli_settings: Any, tmp_path: Path) -> None:
     result = emage("a red fox", *SMALL, "--quantize", "fp4", env=cli_env(cli_settings), cwd=tmp_path)
     assert result.returncode == 2 and "EMAGE_QUANTIZE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_compile_mode_is_one_line(cli_settings: Any, tmp_path: Path) -> None:
+    result = emage("a red fox", *SMALL, "--compile", "fast", env=cli_env(cli_settings), cwd=tmp_path)
+    assert result.returncode == 2 and "EMAGE_COMPILE" in result.stderr and "max-autotune" in result.stderr
+    assert "Traceback" not in result.stderr

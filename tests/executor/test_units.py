@@ -1,4 +1,4 @@
-"""The executor's pure parts: residency arithmetic, device choice, mask geometry, compositing."""
+"""The executor's pure parts: device choice, mask geometry, compositing."""
 
 from __future__ import annotations
 
@@ -11,35 +11,12 @@ from PIL import Image
 
 from emage_agent.core.errors import UserError
 from emage_agent.core.settings import Settings
-from emage_agent.executor import choose_residency, resolve_device
-from emage_agent.executor.devices import GiB, resolve_dtype
+from emage_agent.executor import resolve_device
+from emage_agent.executor.devices import resolve_dtype
 from emage_agent.executor.inpainting import paste_back
 from emage_agent.executor.loading import weight_bytes
 from emage_agent.executor.masks import box_pixels, clean, grow_and_feather
 from emage_agent.executor.models import PromptCache
-
-SHARED = 10 * GiB  # T5-XXL, CLIP-L and the VAE in bfloat16, roughly
-TRANSFORMER = 24 * GiB  # one 12B FLUX transformer in bfloat16
-
-
-@pytest.mark.parametrize(
-    ("free", "expected"),
-    [
-        (SHARED + 4 * TRANSFORMER + 4 * GiB, "resident"),  # a 140 GB card holds the whole family
-        (SHARED + 4 * TRANSFORMER + 4 * GiB - 1, "swap"),
-        (SHARED + TRANSFORMER + 4 * GiB, "swap"),  # an 80 GB card holds one transformer at a time
-        (SHARED + TRANSFORMER + 4 * GiB - 1, "offload"),
-        (0, "offload"),
-    ],
-)
-def test_residency_policy_is_the_fastest_that_fits(free: int, expected: str) -> None:
-    assert choose_residency(free, SHARED, TRANSFORMER, n_transformers=4, headroom=4 * GiB) == expected
-
-
-def test_residency_counts_distinct_transformers_only() -> None:
-    free = SHARED + 2 * TRANSFORMER + 4 * GiB
-    assert choose_residency(free, SHARED, TRANSFORMER, n_transformers=2, headroom=4 * GiB) == "resident"
-    assert choose_residency(free, SHARED, TRANSFORMER, n_transformers=3, headroom=4 * GiB) == "swap"
 
 
 def test_device_cpu_is_taken_at_its_word() -> None:
@@ -67,7 +44,7 @@ def test_auto_device_without_cuda_is_a_user_error() -> None:
 
 def test_importing_the_executor_loads_no_heavy_library() -> None:
     code = (
-        "import sys, emage_agent.executor as e; e.Executor, e.ToolOutput, e.ExecutorCounters;"
+        "import sys, emage_agent.executor as e; e.Executor, e.ToolOutput;"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "assert not heavy, heavy"
     )

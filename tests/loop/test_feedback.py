@@ -34,7 +34,9 @@ def test_refine_on_a_satisfied_judge_still_repairs_with_the_words(tmp_path: Path
     steps = image_steps(session)
     assert len(steps) == 2, [s.tool for s in session.store.steps()]
     repair = steps[-1]
-    assert repair.decision["request"] == ["make the car darker"]
+    assert repair.decision.request == ["make the car darker"]
+    kinds = [(s.kind, s.tool) for s in session.store.steps()]
+    assert kinds[:2] == [("initial", "generate"), ("feedback", "feedback")] and kinds[2][0] in ("tool", "follow_up")
     assert "make the car darker" in repair.args["prompt"]  # the words reached the image tool
     # the judge saw the remark verbatim, and the head is the repair even though it scored lower
     assert agent.evaluator.seen[1]["feedback"] == ["make the car darker"]
@@ -76,7 +78,7 @@ def test_chat_feedback_on_a_good_image_makes_a_new_one(tmp_path: Path) -> None:
     session = run_chat(agent, "a red fox on a blue car", None, input_fn=read, console=console, **OPTIONS)
     steps = image_steps(session)
     assert len(steps) == 2
-    assert steps[-1].decision["request"] == ["the fox should sit on the roof"]
+    assert steps[-1].decision.request == ["the fox should sit on the roof"]
     assert f"step {steps[-1].step} ({steps[-1].tool}): score 0.88" in out.getvalue()
 
 
@@ -97,7 +99,7 @@ async def test_mcp_refine_with_feedback_makes_a_new_image(tmp_path: Path) -> Non
         assert not again.is_error, again.content
     session = agent.open(data["session_id"])
     steps = image_steps(session)
-    assert len(steps) == 2 and steps[-1].decision["request"] == ["make it night"]
+    assert len(steps) == 2 and steps[-1].decision.request == ["make it night"]
 
 
 @pytest.fixture

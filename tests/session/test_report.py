@@ -162,6 +162,38 @@ def test_report_structure(session: SessionStore) -> None:
     assert re.search(r"object.*0\.80.*cat.*three", text, re.S)
 
 
+def test_each_step_card_says_why_the_step_exists(tmp_path: Path) -> None:
+    """Steps the agent did not choose as a repair (first image, candidates, feedback, by hand) say so on their card."""
+    store = SessionStore.create(tmp_path, "a fox", {})
+    steps = [
+        ("initial", "generate", {"image": picture(10)}),
+        ("candidate", "generate", {"image": picture(40)}),
+        ("feedback", "feedback", {}),
+        ("tool", "canny_edit", {"image": picture(80)}),
+        ("follow_up", "generate", {"image": picture(90)}),
+        ("direct", "make_mask", {"mask": picture(100).convert("L")}),
+        ("upload", "upload", {"image": picture(120)}),
+    ]
+    for kind, tool, images in steps:
+        store.commit_step(
+            StepRecord(kind=kind, tool=tool, feedback="darker <b>" if tool == "feedback" else None), images
+        )
+    html = render_report(store)
+    cards = re.findall(r'<article class="[^"]*" id="step-(\d+)">(.*?)</article>', html, re.S)
+    labels = {int(n): re.findall(r'<span class="kind">([^<]*)</span>', body) for n, body in cards}
+    assert labels == {
+        1: ["first image"],
+        2: ["further candidate"],
+        3: ["your feedback"],
+        4: [],  # the agent's own repair needs no label
+        5: ["follows the rewritten prompt"],
+        6: ["tool run by hand"],
+        7: ["your picture"],
+    }
+    assert "darker &lt;b&gt;" in html
+    store.close()
+
+
 def test_report_of_an_empty_session(tmp_path: Path) -> None:
     store = SessionStore.create(tmp_path, "nothing yet", {})
     html = render_report(store)

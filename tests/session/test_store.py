@@ -19,8 +19,10 @@ from PIL import Image
 from emage_agent import session as session_mod
 from emage_agent.core.errors import UserError
 from emage_agent.core.evaluation import Evaluation, Issue
-from emage_agent.session import MIGRATIONS, SessionStore, StepRecord, new_session_id
+from emage_agent.session import SessionStore, StepRecord
+from emage_agent.session.files import new_session_id
 from emage_agent.session.report import write_report
+from emage_agent.session.schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_KEY = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"  # shape of a Google API key, not a real one

@@ -13,7 +13,7 @@ from tests.support.fake_openai import FAKE_OPENAI_KEY, FakeOpenAI
 @pytest.fixture
 def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     """A stand-in server on 127.0.0.1 (random port); what each server accepts is forgotten around it."""
-    from emage_agent.vlm.openai_compat import forget_servers
+    from emage_agent.vlm.openai_compat.client import forget_servers
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

@@ -9,9 +9,10 @@ import traceback
 
 import pytest
 
-from emage_agent.core.errors import GeminiUnavailable, UserError
+from emage_agent.core.errors import UserError, VLMUnavailable
 from emage_agent.core.planning import PlanningContext, Recommendation, ToolReport
-from emage_agent.vlm.gemini import Evaluator, GeminiClient, GeminiRequestError, Planner, Rewriter
+from emage_agent.vlm.gemini import Evaluator, GeminiClient, Planner, Rewriter
+from emage_agent.vlm.gemini.client import GeminiRequestError
 from tests.support import fake_gemini as fg
 from tests.support.fake_gemini import FAKE_KEY
 
@@ -52,7 +53,7 @@ def test_gives_up_after_max_attempts(fake_gemini, gemini_settings, tiny_png, rep
     fake_gemini.handler = lambda request: reply()
     started = time.monotonic()
     client = GeminiClient(gemini_settings)
-    with pytest.raises(GeminiUnavailable, match="4 attempt"):
+    with pytest.raises(VLMUnavailable, match="4 attempt"):
         Evaluator(client).evaluate(tiny_png, "a red square")
     assert len(fake_gemini.requests) == gemini_settings.gemini_max_attempts
     assert time.monotonic() - started < 2.0
@@ -64,7 +65,7 @@ def test_retry_time_is_bounded_by_max_retry_s(fake_gemini, gemini_settings, tiny
     settings = gemini_settings.model_copy(update={"gemini_max_attempts": 20, "gemini_max_retry_s": 0.5})
     fake_gemini.handler = lambda request: fg.rate_limited("0.4s")
     started = time.monotonic()
-    with pytest.raises(GeminiUnavailable):
+    with pytest.raises(VLMUnavailable):
         _evaluate(settings, tiny_png)
     elapsed = time.monotonic() - started
     assert len(fake_gemini.requests) == 2
@@ -74,7 +75,7 @@ def test_retry_time_is_bounded_by_max_retry_s(fake_gemini, gemini_settings, tiny
 def test_timeout_is_retried_then_reported(fake_gemini, gemini_settings, tiny_png):
     settings = gemini_settings.model_copy(update={"gemini_timeout_s": 0.3, "gemini_max_attempts": 2})
     fake_gemini.handler = lambda request: fg.Reply(200, fg.evaluation_reply().body, delay_s=1.0)
-    with pytest.raises(GeminiUnavailable, match="in time"):
+    with pytest.raises(VLMUnavailable, match="in time"):
         _evaluate(settings, tiny_png)
     assert len(fake_gemini.requests) == 2
 
@@ -136,14 +137,14 @@ def test_fallback_model_after_repeated_429(fake_gemini, gemini_settings, tiny_pn
 def test_fallback_also_failing_gives_up_within_bound(fake_gemini, gemini_settings, tiny_png):
     settings = gemini_settings.model_copy(update={"gemini_fallback_model": "gemini-2.5-flash-lite"})
     fake_gemini.handler = lambda request: fg.unavailable()
-    with pytest.raises(GeminiUnavailable, match="gemini-2.5-flash then gemini-2.5-flash-lite"):
+    with pytest.raises(VLMUnavailable, match="gemini-2.5-flash then gemini-2.5-flash-lite"):
         _evaluate(settings, tiny_png)
     assert [r.model for r in fake_gemini.requests] == ["gemini-2.5-flash"] * 2 + ["gemini-2.5-flash-lite"] * 2
 
 
 def test_unreachable_endpoint_is_unavailable(gemini_settings, tiny_png):
     settings = gemini_settings.model_copy(update={"gemini_base_url": "http://127.0.0.1:9", "gemini_max_attempts": 2})
-    with pytest.raises(GeminiUnavailable, match="could not be reached"):
+    with pytest.raises(VLMUnavailable, match="could not be reached"):
         _evaluate(settings, tiny_png)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emage_agent.core.errors import GeminiUnavailable
+from emage_agent.core.errors import VLMUnavailable
 from emage_agent.core.evaluation import Evaluation, Issue
 from emage_agent.core.planning import HistoryEntry, PlanningContext, Recommendation, ToolChoice, ToolReport
 from emage_agent.vlm.gemini import GeminiClient, Planner
@@ -173,7 +173,7 @@ def test_failed_call_keeps_the_chat_valid(fake_gemini, planner):
     fake_gemini.queue(_mask_and_inpaint(), *[fg.unavailable()] * 4, fg.function_call_reply(("make_mask", {})))
     first = planner.plan(_ctx())
     planner.report([ToolReport(call=first.calls[0], ok=True, summary="mask ok", image_png=GREEN)])
-    with pytest.raises(GeminiUnavailable):
+    with pytest.raises(VLMUnavailable):
         planner.plan(_ctx(image=GREEN))
     assert planner.plan(_ctx(image=GREEN)).calls[0].name == "make_mask"
     contents = fake_gemini.requests[-1].contents

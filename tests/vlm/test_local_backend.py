@@ -133,8 +133,8 @@ def test_whole_session_on_cpu_with_the_local_judge(
 
 def test_int8_shrinks_the_judge_and_its_answers_stay_valid(local_settings: Settings, tiny_vlm: Path) -> None:
     """EMAGE_QUANTIZE=int8 reaches the local VLM through the executor's quantize helpers (torchao, CPU)."""
+    from emage_agent.executor.devices import tensor_bytes
     from emage_agent.executor.planner import count_config, vlm_bytes
-    from emage_agent.executor.quantize import tensor_bytes
 
     plain = LocalClient(local_settings)
     Evaluator(plain).evaluate(make_png(), "a red fox")

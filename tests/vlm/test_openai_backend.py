@@ -12,7 +12,8 @@ from emage_agent.core.evaluation import Evaluation, Issue
 from emage_agent.core.planning import PlanningContext, Recommendation, ToolCall, ToolReport
 from emage_agent.core.settings import Settings
 from emage_agent.vlm import choose, open_vlm
-from emage_agent.vlm.openai_compat import Evaluator, OpenAIClient, OpenAIRequestError, Planner, Rewriter
+from emage_agent.vlm.openai_compat import Evaluator, OpenAIClient, Planner, Rewriter
+from emage_agent.vlm.openai_compat.client import OpenAIRequestError
 from tests.support import fake_openai as fo
 from tests.support.fake_openai import FAKE_OPENAI_KEY
 from tests.support.fixtures_gemini import make_png

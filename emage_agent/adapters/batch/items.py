@@ -1,7 +1,8 @@
-"""Reading a batch's input: a text file (one prompt a line) or JSONL (one item a line).
+"""Reading a prompt file, for ``batch`` and ``bench`` alike: text (one prompt a line) or JSONL (one item a line:
+EMage's items with run options, bench records with a category and objects, or GenEval metadata).
 
-A line that cannot be read is reported with its number and skipped; it never stops the batch.
-An item whose options are wrong is still an item: it fails on its own, recorded like any failure.
+A line that cannot be read is reported with its number and skipped; it never stops the batch (``bench``
+refuses the file instead). An item whose options are wrong is still an item: it fails on its own.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from emage_agent.core.detection import ObjectSpec
 from emage_agent.core.errors import UserError
+from emage_agent.core.options import PERSON_OPTIONS
 
-OPTION_KEYS = frozenset(
-    {"seed", "width", "height", "iterations", "threshold", "planner", "steps", "guidance", "max_vlm_calls"}
-    | {"max_gpu_seconds"}
-)
-ITEM_KEYS = OPTION_KEYS | {"id", "prompt", "size"}
+OPTION_KEYS = frozenset(PERSON_OPTIONS)  # every run option a CLI run takes, from the options model
+ITEM_KEYS = OPTION_KEYS | {"id", "prompt", "size", "category", "objects"}
+GENEVAL_KEYS = frozenset({"tag", "include", "exclude"})  # GenEval's metadata lines: the tag is the category
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -31,6 +32,8 @@ class Item(BaseModel):
     prompt: str
     options: dict[str, Any] = Field(default_factory=dict)
     line: int
+    category: str = "other"  # what a benchmark groups its scores by
+    objects: list[ObjectSpec] = Field(default_factory=list)  # what a detector can check
 
     @property
     def folder(self) -> str:
@@ -58,6 +61,18 @@ def _size(value: Any) -> dict[str, Any]:
     raise ValueError(f"size must look like 1024x768, [1024, 768] or 1024, not {value!r}")
 
 
+def _geneval_objects(include: list[dict[str, Any]]) -> list[ObjectSpec]:
+    out = []
+    for entry in include:
+        position = entry.get("position")
+        where = None
+        if isinstance(position, list) and position and isinstance(position[0], str):
+            word = position[0].split()[0]
+            where = {"left": "left", "right": "right", "above": "top", "below": "bottom"}.get(word)
+        out.append(ObjectSpec(name=str(entry.get("class", "object")), count=entry.get("count"), position=where))
+    return out
+
+
 def _json_item(text: str, number: int) -> Item:
     try:
         data = json.loads(text)
@@ -65,6 +80,12 @@ def _json_item(text: str, number: int) -> Item:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise ValueError("a JSONL item must be an object with a 'prompt'")
+    if "include" in data:  # GenEval metadata
+        if not isinstance(data["include"], list) or not all(isinstance(e, dict) for e in data["include"]):
+            raise ValueError("'include' must be a list of objects (GenEval metadata)")
+        objects = [o.model_dump() for o in _geneval_objects(data["include"])]
+        tag = {"category": data["tag"]} if "tag" in data else {}
+        data = {k: v for k, v in data.items() if k not in GENEVAL_KEYS} | {"objects": objects} | tag
     unknown = sorted(set(data) - ITEM_KEYS)
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ITEM_KEYS))}")
@@ -77,7 +98,12 @@ def _json_item(text: str, number: int) -> Item:
     options = {k: v for k, v in data.items() if k in OPTION_KEYS}
     if "size" in data:
         options |= _size(data["size"])
-    return Item(id=str(raw_id).strip(), prompt=prompt.strip(), options=options, line=number)
+    extra = {k: data[k] for k in ("category", "objects") if k in data}
+    try:
+        return Item(id=str(raw_id).strip(), prompt=prompt.strip(), options=options, line=number, **extra)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def read_items(path: Path) -> tuple[list[Item], list[BadLine]]:

@@ -1,5 +1,5 @@
 """The Model Context Protocol adapter: EMage's tools for other agent systems, over stdio or HTTP."""
 
-from emage_agent.adapters.mcp.server import build_server, main
+from emage_agent.adapters.mcp.server import main
 
-__all__ = ["build_server", "main"]
+__all__ = ["main"]

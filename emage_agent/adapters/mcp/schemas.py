@@ -6,13 +6,13 @@ The single tools' schemas come from their contracts (``tools/*.json``) plus an o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from emage_agent.core.errors import UserError
-from emage_agent.core.tools import describe_error, export_tools
+from emage_agent.core.options import FIXED_OPTIONS, PERSON_OPTIONS, option_schema
+from emage_agent.core.tools import describe_error, export_tools, first_image_tool
 
 
 def _text(max_length: int, description: str) -> dict[str, Any]:
@@ -28,18 +28,19 @@ SESSION_ID = _text(
     "The session to work in: its id or its directory inside the session root. "
     "generate without it starts a new session; every other tool needs it.",
 )
-_GEN = export_tools("json", ["generate"])[0]["parameters"]["properties"]
-_GEN_OPTIONS = ("seed", "width", "height", "steps", "guidance")  # generate's arguments that refine takes too
-# refine's options (iterations aside)
-REFINE_OPTIONS = ("threshold", "adaptive_threshold", "planner", "candidates", *_GEN_OPTIONS)
+_GEN = export_tools("json", [first_image_tool()])[0]["parameters"]["properties"]
+# refine's options, iterations aside (it means "to run now" here): all the options model's, generated from it
+REFINE_OPTIONS = tuple(n for n in PERSON_OPTIONS if n != "iterations")
 PICTURE_OPTIONS = ("image", "mask")  # refine's own picture to start from: files inside the session root
-NEW_SESSION_ONLY = ("seed", "width", "height")  # they belong to the first image: a continuing session keeps them
+NEW_SESSION_ONLY = tuple(FIXED_OPTIONS)  # they belong to the first image: a continuing session keeps them
 _CONTINUING = " Continuing a session: applies to its next steps."
 _FIXED = " New sessions only: a continuing session keeps its first image's {}."
 
 
 def _refine_option(name: str) -> dict[str, Any]:
-    schema = copy.deepcopy(_GEN[name])
+    """An option's schema from the options model, saying whether a continuing session may change it."""
+    schema = option_schema(name)
+    schema.pop("default", None)
     note = _FIXED.format("size" if name in ("width", "height") else name) if name in NEW_SESSION_ONLY else _CONTINUING
     return {**schema, "description": schema.get("description", "") + note}
 
@@ -79,35 +80,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         mask=_text(
             1000, "With image: repairs change only the white region of this mask (a file inside the session root)."
         ),
-        candidates={
-            "type": "integer",
-            "minimum": 1,
-            "maximum": 8,
-            "description": "New sessions: first images and variants per repair; the best is kept (default 1).",
-        },
         iterations={
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 20,
+            **{k: v for k, v in option_schema("iterations").items() if k != "default"},
             "description": "Repair iterations to run now (a new session: 3 by default; continuing: 1).",
         },
-        threshold={
-            "type": "number",
-            "minimum": 0,
-            "maximum": 1,
-            "description": "Stop once the score reaches this (new sessions: default 0.8)." + _CONTINUING,
-        },
-        adaptive_threshold={
-            "type": "boolean",
-            "description": "New sessions: lower the threshold (to 0.6 at most, 0.05 a time) while the scores "
-            "plateau; the summary then says stopped_because 'adaptive_threshold' and threshold_used.",
-        },
-        planner={
-            "type": "string",
-            "enum": ["gemini", "vlm", "selector"],
-            "description": "vlm or gemini (the VLM plans by function calling) or selector (rules only)." + _CONTINUING,
-        },
-        **{k: _refine_option(k) for k in _GEN_OPTIONS},
+        **{k: _refine_option(k) for k in REFINE_OPTIONS},
     ),
     "session_history": _object(["session_id"], session_id=SESSION_ID),
     "revert": _object(

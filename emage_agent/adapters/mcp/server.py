@@ -60,7 +60,7 @@ from emage_agent.adapters.mcp.sessions import MAX_OPEN_SESSIONS as MAX_OPEN_SESS
 from emage_agent.adapters.mcp.tools import ARTIFACT_URI, EmageTools, ToolSpec
 from emage_agent.core.errors import EmageError, UserError
 from emage_agent.core.redact import install_log_scrubber
-from emage_agent.core.tools import TOOL_NAMES, export_tools
+from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.engine import GpuQueue
 
 if TYPE_CHECKING:
@@ -70,10 +70,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _specs(tools: EmageTools) -> dict[str, ToolSpec]:
-    """Every tool: the single tools from their contracts, then the MCP-only ones."""
+def _specs(tools: EmageTools, names: list[str]) -> dict[str, ToolSpec]:
+    """Every tool: the single tools ``names`` from their contracts, then the MCP-only ones."""
     specs: list[ToolSpec] = []
-    for c in export_tools("mcp", list(TOOL_NAMES)):
+    for c in export_tools("mcp", names):
         tool = types.Tool(name=c["name"], description=c["description"], input_schema=contract_schema(c["name"]))
         check = functools.partial(tools.check_contract, c["name"])
         specs.append(ToolSpec(tool, check, functools.partial(tools.run_contract, c["name"])))
@@ -91,16 +91,20 @@ def build_server(
     root: Path | None = None,
     max_open_sessions: int = MAX_OPEN_SESSIONS,
     gpu: GpuQueue | None = None,
+    settings: Settings | None = None,
 ) -> Server[Any]:
     """The MCP server over the agent ``agent_factory`` makes (called once, on the first tool call that needs it).
 
     ``root`` is the session root for path checks; by default the agent's ``root``. At most
     ``max_open_sessions`` sessions stay open between calls; all are closed when the server stops.
     ``gpu`` is the queue the calls' GPU work waits in (share one with a UI or a pool in the same
-    process); by default one in front of the agent's executor.
+    process); by default one in front of the agent's executor. ``settings`` (by default the environment's)
+    decide which tools are on: a switched-off tool (``EMAGE_KONTEXT_MODEL=none``: edit) is not listed.
     """
+    from emage_agent.core.settings import load_settings
+
     tools = EmageTools(agent_factory, root, max_open_sessions, gpu)
-    specs = _specs(tools)
+    specs = _specs(tools, available_tools(settings or load_settings()))
     template = types.ResourceTemplate(
         uri_template=ARTIFACT_URI,
         name="artifact",
@@ -175,6 +179,7 @@ def serve(
         agent_factory or _default_factory(settings),
         root=None if agent_factory else settings.session_root,
         max_open_sessions=settings.mcp_open_sessions,
+        settings=settings,
     )
     install_log_scrubber()
     if transport == "stdio":

@@ -45,13 +45,13 @@ from emage_agent.adapters.mcp.sessions import OpenSessions
 from emage_agent.adapters.paths import is_artifact_id, resolve_image_arg, resolve_session_dir
 from emage_agent.core.errors import EmageError, ExecutionFailure, UserError
 from emage_agent.core.redact import one_line
-from emage_agent.core.tools import validate_arguments
+from emage_agent.core.tools import first_image_tool, validate_arguments
 from emage_agent.engine import GpuQueue
 from emage_agent.session import SessionStore
 
 if TYPE_CHECKING:
     from emage_agent.api import Agent, Session
-    from emage_agent.core.options import AgentEvent
+    from emage_agent.core.events import AgentEvent
 
 log = logging.getLogger(__name__)
 KEYWORDS = ("current", "latest")  # artifact names the contracts define, resolved by the session
@@ -114,25 +114,10 @@ class EmageTools:
         """The agent every call uses: the factory's, with its executor behind the shared GPU queue."""
         with self._build_lock:
             if self._agent is None:
-                from emage_agent.api import Agent
-
                 base = self._factory()
-                # Built here, once: calls that raced to build the VLM clients would split the call records.
-                evaluator, rewriter = base.evaluator, base.rewriter
                 self.gpu = self.gpu or GpuQueue(base.executor)
                 self._chained = base.on_event
-                self._agent = Agent(
-                    base.settings,
-                    root=base.root,
-                    executor=self.gpu.lane(self._on_wait),
-                    evaluator=evaluator,
-                    rewriter=rewriter,
-                    planner_factory=base._new_planner,
-                    selector_config=base.selector_config,
-                    limiter=base.limiter,
-                    calls=base.calls,
-                    on_event=self._on_event,
-                )
+                self._agent = base.derive(executor=self.gpu.lane(self._on_wait), on_event=self._on_event)
             return self._agent
 
     def _report(self, message: str) -> None:
@@ -222,9 +207,10 @@ class EmageTools:
     def check_contract(self, name: str, args: dict[str, Any]) -> None:
         check_schema({"properties": {"session_id": SESSION_ID}}, {k: v for k, v in args.items() if k == "session_id"})
         validate_arguments(name, {k: v for k, v in args.items() if k != "session_id"})
-        if "session_id" not in args and name != "generate":
+        if "session_id" not in args and name != first_image_tool():
             raise UserError(
-                f"{name} works on a session's image; pass session_id (generate or refine start one)", field="session_id"
+                f"{name} works on a session's image; pass session_id ({first_image_tool()} or refine start one)",
+                field="session_id",
             )
 
     def run_contract(self, name: str, args: dict[str, Any]) -> CallToolResult:

@@ -10,7 +10,6 @@ folder; nothing outside that folder is served.
 from __future__ import annotations
 
 import os
-import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +17,9 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from emage_agent.adapters.netguard import HostGuard, host_rule
+from emage_agent.adapters.ui import controls
 from emage_agent.adapters.ui.page import Page, Parts
 from emage_agent.adapters.ui.runs import UI_DIR, RetryNotes, Studio
-from emage_agent.core.options import RunOptions
 
 CSS = """
 .emage-title {margin-bottom: 0}
@@ -43,38 +42,6 @@ INTRO = (
 )
 PUBLIC = {"concurrency_limit": None, "show_progress": "hidden"}
 PRIVATE = {"api_visibility": "private", "show_progress": "hidden"}
-
-
-def option_controls(defaults: dict[str, Any]) -> dict[str, Any]:
-    """The run options' controls, limits and defaults from ``RunOptions.model_fields`` (one place to replace)."""
-    fields = RunOptions.model_fields
-
-    def limits(name: str) -> tuple[float | None, float | None]:
-        lo = next((m.ge for m in fields[name].metadata if getattr(m, "ge", None) is not None), None)
-        hi = next((m.le for m in fields[name].metadata if getattr(m, "le", None) is not None), None)
-        return lo, hi
-
-    d = {name: f.default for name, f in fields.items()} | {"iterations": 3} | defaults
-    it_lo, it_hi = limits("iterations")
-    th_lo, th_hi = limits("threshold")
-    planners = list(typing.get_args(fields["planner"].annotation))
-    seed = d.get("seed")
-    return {
-        "iterations": gr.Slider(it_lo or 0, min(int(it_hi or 20), 20), value=d["iterations"], step=1,
-                                label="Iterations"),
-        "threshold": gr.Slider(th_lo or 0.0, th_hi or 1.0, value=d["threshold"], step=0.01, label="Threshold"),
-        "seed": gr.Textbox(value="" if seed is None else str(seed), label="Seed (empty: random)", max_lines=1),
-        "width": gr.Number(value=d["width"], precision=0, label="Width"),
-        "height": gr.Number(value=d["height"], precision=0, label="Height"),
-        "steps": gr.Number(value=d["steps"], precision=0, label="Denoising steps (empty: the model's default)"),
-        "planner": gr.Radio(planners, value=d["planner"], label="Planner",
-                            info="gemini/vlm: the VLM plans each repair; selector: the rule-based selector alone"),
-        "adaptive_threshold": gr.Checkbox(
-            value=bool(d["adaptive_threshold"]),
-            label="Adaptive threshold",
-            info="Lower the threshold step by step while the scores plateau (down to 0.6).",
-        ),
-    }  # fmt: skip
 
 
 def build(studio: Studio, defaults: dict[str, Any] | None = None) -> gr.Blocks:
@@ -119,7 +86,8 @@ def layout(studio: Studio, defaults: dict[str, Any] | None = None) -> tuple[gr.B
                     resume_btn = gr.Button("Resume", size="sm")
                     open_btn = gr.Button("Open session", size="sm")
                 with gr.Accordion("Options", open=False):
-                    options = option_controls(defaults or {})
+                    values = controls.defaults(defaults)
+                    options = {name: controls.control(name, values[name]) for name in controls.UI_OPTIONS}
                     start_image = gr.Image(
                         label="Start from an image (optional)", type="filepath", sources=["upload"], height=160
                     )

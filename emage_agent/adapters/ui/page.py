@@ -18,12 +18,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from emage_agent.adapters.ui import views
+from emage_agent.adapters.ui import controls, views
 from emage_agent.adapters.ui.guards import check_step, check_upload
 from emage_agent.adapters.ui.runs import UI_DIR, Run, Studio
 from emage_agent.core.errors import EmageError, UserError
+from emage_agent.core.options import option_default
 
-OPTION_NAMES = ("iterations", "threshold", "seed", "width", "height", "steps", "planner", "adaptive_threshold")
 WHAT_NEXT = "The session is kept: press Resume to continue it, or change the options and Run again."
 
 
@@ -162,31 +162,15 @@ class Page:
 
     # ---- public actions (the scriptable endpoints) ---------------------------------------
     @safe
-    def run(
-        self,
-        prompt: str,
-        iterations: float | None = None,
-        threshold: float | None = None,
-        seed: str | float | None = None,
-        width: float | None = None,
-        height: float | None = None,
-        steps: float | None = None,
-        planner: str | None = None,
-        adaptive_threshold: bool | None = None,
-        start_image: str | None = None,
-    ) -> Iterator[dict]:
-        """Start a session for `prompt` and stream it; an empty seed picks a random one (shown when done)."""
-        image = check_upload(start_image, "start image")
-        options = {
-            "iterations": _whole(iterations, "iterations"),
-            "threshold": float(threshold) if threshold is not None else None,
-            "seed": _seed(seed),
-            "width": _whole(width, "width"),
-            "height": _whole(height, "height"),
-            "steps": _whole(steps, "steps") or None,
-            "planner": planner or None,
-            "adaptive_threshold": adaptive_threshold is True,  # the browser sends a bool; anything else means off
-        }
+    def run(self, prompt: str, *values: Any, **named: Any) -> Iterator[dict]:
+        """Start a session for `prompt` and stream it; an empty seed picks a random one (shown when done).
+
+        Its parameters are ``RUN_PARAMETERS``: the prompt, every option in ``controls.UI_OPTIONS`` order
+        (each optional), then the start image, so ``/run`` names them all for ``gradio_client``.
+        """
+        given = RUN_SIGNATURE.bind(self, prompt, *values, **named).arguments
+        image = check_upload(given.get("start_image"), "start image")
+        options = controls.read(tuple(given.get(name) for name in controls.UI_OPTIONS))
         yield from self.follow(self.studio.start(prompt, options, image))
 
     @safe
@@ -239,8 +223,8 @@ class Page:
                 if name == "seed":
                     seed = views.seed_of(store)
                     value = "" if seed is None else str(seed)
-                if value is not None or name == "steps":
-                    out[box] = value
+                if value is not None or option_default(name) is None:
+                    out[box] = value  # an unset option empties its box
         run = self.studio.running(session_id)
         if run is not None:
             out[self.c.status] = f"{out[self.c.status]}\n{run.status()}"
@@ -290,21 +274,14 @@ def painted_region(value: dict | None) -> Image.Image | None:
     return mask if mask.getextrema()[1] else None
 
 
-def _whole(value: Any, field: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise UserError("must be a whole number", field=field)
-    return int(value)
+def _run_signature() -> inspect.Signature:
+    """``Page.run`` as Gradio and scripts see it: named, optional options generated from the options model."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("self", kind), inspect.Parameter("prompt", kind, annotation=str)]
+    params += [inspect.Parameter(name, kind, default=None, annotation=Any) for name in controls.UI_OPTIONS]
+    params.append(inspect.Parameter("start_image", kind, default=None, annotation=str | None))
+    return inspect.Signature(params)
 
 
-def _seed(value: Any) -> int | None:
-    """The seed box: empty means a random seed (the executor picks one and the session records it)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    text = str(value).strip()
-    if isinstance(value, float) and value.is_integer():
-        text = str(int(value))
-    if not text.isdigit():
-        raise UserError("must be a whole number from 0 to 4294967295, or empty for a random seed", field="seed")
-    return int(text)
+RUN_SIGNATURE = _run_signature()
+Page.run.__signature__ = RUN_SIGNATURE  # type: ignore[attr-defined]

@@ -25,8 +25,9 @@ from PIL import Image
 
 from emage_agent.adapters.ui.guards import check_session_id, check_text
 from emage_agent.api import Agent, Session
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import EmageError, UserError
-from emage_agent.core.options import AgentEvent, parse_options
+from emage_agent.core.events import AgentEvent, DiffusionProgress
 from emage_agent.engine import GpuQueue
 from emage_agent.session import SessionStore, StepRecord
 
@@ -54,8 +55,8 @@ class Run:
 
     def on_event(self, event: AgentEvent) -> None:
         self.retry = None
-        if event.kind == "diffusion":
-            self.diffusion = (int(event.data.get("step", 0)), int(event.data.get("total", 0)))
+        if isinstance(event.payload, DiffusionProgress):
+            self.diffusion = (event.payload.step, event.payload.total)
             if event.preview is not None:
                 with Image.open(io.BytesIO(event.preview)) as img:
                     self.preview = img.convert("RGB")
@@ -145,18 +146,7 @@ class Studio:
 
     # ---- runs -------------------------------------------------------------------------
     def _agent_for(self, run: Run) -> Agent:
-        base = self.agent
-        return Agent(
-            base.settings,
-            root=self.root,
-            executor=self.gpu.lane(run.on_wait),
-            evaluator=base.evaluator,
-            rewriter=base.rewriter,
-            planner_factory=base._new_planner,
-            selector_config=base.selector_config,
-            calls=base.calls,
-            on_event=run.on_event,
-        )
+        return self.agent.derive(root=self.root, executor=self.gpu.lane(run.on_wait), on_event=run.on_event)
 
     def _launch(self, run: Run, session: Session, work: Callable[[Session], Any]) -> Run:
         with self._lock:
@@ -189,20 +179,10 @@ class Studio:
     def start(self, prompt: str, options: dict[str, Any], start_image: Image.Image | None = None) -> Run:
         """A new session for ``prompt``, made (or, from an uploaded image, judged) and refined in the background."""
         text = check_text(prompt, "prompt")
-        if start_image is not None:
-            options = {**options, "width": start_image.width, "height": start_image.height}
-        opts = parse_options(**options)
-        store = SessionStore.create(self.root, original_prompt=text, options=opts.model_dump(mode="json"))
-        if start_image is not None:
-            record = StepRecord(
-                tool="generate",
-                args={"prompt": text, "width": start_image.width, "height": start_image.height},
-                decision={"strategy": "upload"},
-                note="the image uploaded to start from",
-            )
-            store.commit_step(record, images={"image": start_image})
-        run = Run(store.id)
-        return self._launch(run, Session(self._agent_for(run), store), lambda s: s.run())
+        run = Run("")  # named once the session exists; its events reach the run from the start
+        session = self._agent_for(run).create(text, image=start_image, **options)  # a picture is an upload step
+        run.session_id = session.id
+        return self._launch(run, session, lambda s: s.run())
 
     def feedback(self, session_id: str, text: str, region: Image.Image | None = None) -> Run:
         """The person's words as a request: the session continues until a repair has answered them.
@@ -227,7 +207,9 @@ class Studio:
             session.close()
             raise UserError("the painted region is empty; paint over the part to change, or clear it", field="mask")
         before = store.info.options.get("region")
-        record = StepRecord(tool="make_mask", decision={"strategy": "user"}, note="the region you painted")
+        record = StepRecord(
+            kind="direct", tool="make_mask", decision=Decision(strategy="direct"), note="the region you painted"
+        )
         step = store.commit_step(record, images={"mask": mask}, make_head=False)
         store.update_options({"region": f"s{step}-mask"})  # before the loop is built: it reads the options once
 

@@ -9,8 +9,9 @@ import html
 import json
 from typing import Any
 
+from emage_agent.core.decisions import Decision
 from emage_agent.session import IMAGE_TOOLS, SessionStore, StepRecord, words
-from emage_agent.session.report import CHART_LEGEND, score_plot
+from emage_agent.session.chart import CHART_LEGEND, score_plot
 
 GalleryItem = tuple[str, str]  # (image path, caption)
 
@@ -93,9 +94,9 @@ def details(store: SessionStore, rec: StepRecord) -> str:
     said = words.arguments(rec.tool, rec.args)
     if said:
         lines.append(f"*With* {_md(said)}")
-    decision = rec.decision or {}
-    if decision.get("request"):
-        lines.append(f"**Your request:** {_md('; '.join(decision['request']))}")
+    decision = rec.decision or Decision()
+    if decision.request:
+        lines.append(f"**Your request:** {_md('; '.join(decision.request))}")
     ev = rec.evaluation
     if ev is not None:
         if ev.summary:
@@ -118,21 +119,20 @@ def details(store: SessionStore, rec: StepRecord) -> str:
 def _folded(rec: StepRecord) -> str:
     """Weights, margins, severities, timings and the raw decision, behind a "Details" fold (escaped HTML)."""
     rows = []
-    decision = rec.decision or {}
-    if "prompt_side" in decision or "image_side" in decision:
-        rows.append(f"issue weight on the prompt side {decision.get('prompt_side')}, on the image side "
-                    f"{decision.get('image_side')}")  # fmt: skip
-    if decision.get("reason"):
-        rows.append(f"selector: {decision['reason']}")
-    for choice in (decision.get("ranked") or [])[:4]:
-        rows.append(f"{choice.get('tool')} weight {choice.get('weight')}: {choice.get('reason', '')}")
+    decision = rec.decision or Decision()
+    if decision.prompt_side is not None or decision.image_side is not None:
+        rows.append(f"issue weight on the prompt side {decision.prompt_side}, on the image side {decision.image_side}")
+    if decision.reason:
+        rows.append(f"selector: {decision.reason}")
+    for choice in decision.ranked[:4]:
+        rows.append(f"{choice.tool} weight {choice.weight}: {choice.reason}")
     for issue in rec.evaluation.issues if rec.evaluation else []:
         rows.append(f"issue {issue.category}, severity {issue.severity:.2f}: {issue.description}")
     for clamp in rec.clamps:
         rows.append(f"clamped: {clamp}")
     if rec.timings:
         rows.append("took " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in rec.timings.items()))
-    raw = json.dumps({"tool": rec.tool, "args": rec.args, "decision": decision}, indent=1, default=str)[:4000]
+    raw = json.dumps({"tool": rec.tool, "args": rec.args, "decision": decision.stored()}, indent=1, default=str)[:4000]
     items = "".join(f"<li>{html.escape(row[:300])}</li>" for row in rows)
     return f"<details><summary>Details</summary><ul>{items}</ul><pre>{html.escape(raw)}</pre></details>"
 

@@ -1,19 +1,19 @@
-"""The Gemini layer: the only package in EMage that imports ``google.genai``.
+"""The Gemini transport: the only package in EMage that imports ``google.genai``.
 
-The rest of the project passes PNG bytes and plain data and gets back the models of
-``emage_agent.core.evaluation`` and ``emage_agent.core.planning``; no SDK type crosses this boundary.
+``GeminiClient`` implements the request interface of ``vlm.transport``; the roles above it (evaluator,
+planner, rewriter) are the shared ones. No SDK type crosses this boundary.
 """
 
-from emage_agent.vlm.gemini.client import CallRecord, GeminiClient, GeminiRequestError
-from emage_agent.vlm.gemini.evaluator import Evaluator
-from emage_agent.vlm.gemini.planner import Planner
-from emage_agent.vlm.gemini.rewriter import Rewrite, Rewriter, offline_rewrite
+from emage_agent.vlm.evaluator import Evaluator
+from emage_agent.vlm.gemini.client import CallRecord, GeminiClient
+from emage_agent.vlm.planner import Planner
+from emage_agent.vlm.rewriter import Rewriter
+from emage_agent.vlm.rewriting import Rewrite, offline_rewrite
 
 __all__ = [
     "CallRecord",
     "Evaluator",
     "GeminiClient",
-    "GeminiRequestError",
     "Planner",
     "Rewrite",
     "Rewriter",

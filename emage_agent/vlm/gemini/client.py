@@ -11,6 +11,7 @@ details; exceptions are re-raised ``from None`` so a chained SDK error cannot le
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -25,9 +26,12 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
-from emage_agent.core.errors import EmageError, ExecutionFailure, GeminiUnavailable, UnreadableAnswer, UserError
+from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
-from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord
+from emage_agent.core.tools import available_tools
+from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
+from emage_agent.vlm.gemini.wire import function_declarations, send
+from emage_agent.vlm.transport import Reply, Request
 
 log = logging.getLogger("emage_agent.vlm.gemini")
 
@@ -85,7 +89,8 @@ class _CallState:
 
 
 class GeminiClient:
-    """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service.
+    """Wraps ``genai.Client``; ``generate`` is the only way the rest of the package reaches the service,
+    and ``request`` (``vlm.transport``) the way the roles use it.
 
     ``retry_initial_s`` is the first backoff delay (doubling, jittered); tests make it tiny. It defaults
     to ``settings.gemini_retry_initial_s``. ``limiter`` (``acquire()``, ``back_off(seconds)``), when
@@ -93,6 +98,12 @@ class GeminiClient:
     together. Sessions may share one client from several threads: ``take_calls`` hands each thread
     only the call records it made.
     """
+
+    backend = "gemini"
+    label = "Gemini"
+    parses_answers = True
+    keeps_history = True
+    answers_objects = True
 
     def __init__(
         self,
@@ -138,19 +149,25 @@ class GeminiClient:
         """``text`` without the API key (SDK messages may echo request details)."""
         return text.replace(self._key, "***") if self._key else text
 
+    @functools.cached_property
+    def declarations(self) -> list[types.FunctionDeclaration]:
+        """Every tool, declared on every planning request (earlier calls must stay declared)."""
+        return function_declarations(available_tools(self.settings))  # a switched-off tool is not declared
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
+
+    def request(self, request: Request) -> Reply:
+        """The transport interface (``vlm.transport``): Gemini's wire format around ``generate``."""
+        return send(self.generate, self.model, self.declarations, request)
+
     def generate(self, purpose: Purpose, contents: Any, config: types.GenerateContentConfig) -> Any:
         """One ``generateContent`` call with retries; every outcome lands in ``self.calls``."""
         state = _CallState(purpose, self.model)
-        started = time.monotonic()
-        try:
+        with recorded(self.calls, state.record):
             response = self._with_retries(state, contents, config)
-        except EmageError as exc:
-            state.record.error = str(exc)
-            raise
-        finally:
-            state.record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(state.record)
-        state.record.ok = True
         meta = getattr(response, "usage_metadata", None)
         if meta is not None:
             out = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
@@ -188,7 +205,7 @@ class GeminiClient:
             raise self._translate(exc, state) from None
         except TRANSPORT_ERRORS as exc:
             what = "did not answer in time" if "timeout" in type(exc).__name__.lower() else "could not be reached"
-            raise GeminiUnavailable(
+            raise VLMUnavailable(
                 f"Gemini {what} ({type(exc).__name__}: {self.scrub(str(exc))[:200]}) after "
                 f"{state.record.attempts} attempt(s); timeout per attempt {s.gemini_timeout_s}s"
             ) from None
@@ -259,7 +276,7 @@ class GeminiClient:
             return UserError(f"Gemini does not know the model {model!r} ({text})", field=field)
         if exc.code in RETRYABLE_CODES:
             tried = f"{self.model} then {self.fallback_model}" if state.on_fallback else model
-            return GeminiUnavailable(
+            return VLMUnavailable(
                 f"Gemini kept failing for the {state.record.purpose} call: {state.record.attempts} attempt(s) "
                 f"on {tried} within {self.settings.gemini_max_retry_s}s; last error {text}"
             )

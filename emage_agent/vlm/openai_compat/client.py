@@ -13,6 +13,7 @@ Every message that leaves this module is scrubbed of the API key; exceptions are
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -25,7 +26,10 @@ from openai import OpenAI
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
 from emage_agent.core.settings import Settings
-from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s
+from emage_agent.core.tools import available_tools, export_tools
+from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s, recorded
+from emage_agent.vlm.openai_compat.wire import send
+from emage_agent.vlm.transport import Reply, Request
 
 log = logging.getLogger("emage_agent.vlm.openai")
 
@@ -76,9 +80,14 @@ def _retry_after_s(exc: BaseException) -> float | None:
 
 
 class OpenAIClient:
-    """Wraps ``openai.OpenAI``; ``chat`` is the only way the rest of the package reaches the server."""
+    """Wraps ``openai.OpenAI``; ``chat`` is the only way the rest of the package reaches the server, and
+    ``request`` (``vlm.transport``) the way the roles use it."""
 
     backend = BACKEND
+    label = "the server"
+    parses_answers = False  # JSON arrives as text, whatever rung of the ladder the server takes
+    keeps_history = True
+    answers_objects = False
 
     def __init__(
         self,
@@ -116,6 +125,20 @@ class OpenAIClient:
     def scrub(self, text: str) -> str:
         """``text`` without the API key (errors may echo request details)."""
         return text.replace(self._key, "***") if self._key else text
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools these settings switch on: all a planner over this transport may offer."""
+        return available_tools(self.settings)
+
+    def request(self, request: Request) -> Reply:
+        """The transport interface (``vlm.transport``): chat messages around the ladders below."""
+        return send(self.chat_json, self.chat_tools, self.tool_declarations, request)
+
+    @functools.cached_property
+    def tool_declarations(self) -> list[dict[str, Any]]:
+        """Every tool, declared on every planning request (earlier calls must stay declared)."""
+        return export_tools("openai", available_tools(self.settings))  # a switched-off tool is not declared
 
     # ---- the ladders ------------------------------------------------------------------------
     def rung(self, what: str, ladder: tuple[str, ...]) -> str:
@@ -171,18 +194,10 @@ class OpenAIClient:
     def chat(self, purpose: str, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         """One ``chat.completions.create`` with retries; every outcome lands in ``self.calls``."""
         record = CallRecord(purpose=purpose, model=self.model, backend=BACKEND)
-        started = time.monotonic()
-        try:
-            response = self._with_retries(record, started, messages, kwargs)
+        with recorded(self.calls, record):
+            response = self._with_retries(record, time.monotonic(), messages, kwargs)
             if not getattr(response, "choices", None):
                 raise UnreadableAnswer(f"the {purpose} answer from {self.server} has no choices")
-        except EmageError as exc:
-            record.error = str(exc)
-            raise
-        finally:
-            record.latency_s = round(time.monotonic() - started, 4)
-            self.calls.append(record)
-        record.ok = True
         usage = getattr(response, "usage", None)
         if usage is not None:
             record.input_tokens = getattr(usage, "prompt_tokens", None)
