@@ -104,6 +104,7 @@ class AgentEvent(BaseModel):
 
     message: str
     payload: EventPayload
+    preview: bytes | None = Field(default=None, exclude=True, repr=False)  # a diffusion preview (PNG), for displays
 
     @property
     def kind(self) -> EventKind:

@@ -22,6 +22,26 @@ class RunsTools(Protocol):
     ) -> Any: ...
 
 
+class StepWatcher:
+    """An ``on_step`` callback that also takes a cheap preview of the image forming (PNG bytes).
+
+    The executor hands previews only to a ``StepWatcher`` (checked with ``isinstance``), every
+    ``every`` denoising steps and at the last; a plain ``(step, total)`` callable gets progress alone.
+    """
+
+    every = 2
+
+    def __init__(self, on_step: Callable[[int, int], None], on_preview: Callable[[bytes], None]) -> None:
+        self.on_step = on_step
+        self.on_preview = on_preview
+
+    def __call__(self, step: int, total: int) -> None:
+        self.on_step(step, total)
+
+    def preview(self, png: bytes) -> None:
+        self.on_preview(png)
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -12,7 +12,9 @@ from typing import Any
 
 from PIL import Image
 
+from emage_agent.core.ports import StepWatcher
 from emage_agent.executor.models import MAX_SEQUENCE_LENGTH, ModelManager
+from emage_agent.executor.preview import preview_png
 from emage_agent.executor.types import ToolOutput
 
 StepCallback = Callable[[int, int], None]
@@ -29,13 +31,20 @@ class CallbackRaised(Exception):
         self.original = original
 
 
-def _step_callback(on_step: StepCallback | None) -> Callable[..., dict[str, Any]] | None:
+def _step_callback(
+    on_step: StepCallback | None, height: int | None = None, width: int | None = None
+) -> Callable[..., dict[str, Any]] | None:
     if on_step is None:
         return None
 
     def callback(pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         try:
-            on_step(step + 1, pipe.num_timesteps)
+            total = pipe.num_timesteps
+            on_step(step + 1, total)
+            if isinstance(on_step, StepWatcher) and ((step + 1) % on_step.every == 0 or step + 1 == total):
+                png = preview_png(pipe, tensors["latents"], height, width)
+                if png is not None:
+                    on_step.preview(png)
         except Exception as exc:
             raise CallbackRaised(exc) from exc
         return tensors
@@ -56,7 +65,7 @@ def denoise(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,
             generator=torch.Generator(device="cpu").manual_seed(seed),
-            callback_on_step_end=_step_callback(on_step),
+            callback_on_step_end=_step_callback(on_step, call.get("height"), call.get("width")),
             max_sequence_length=MAX_SEQUENCE_LENGTH,
             # FluxPipeline turns None into {}, the edit pipelines do not: one type for every tool keeps
             # compiled blocks valid across a tool switch.

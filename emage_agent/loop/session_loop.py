@@ -24,7 +24,7 @@ from emage_agent.core.errors import ExecutionFailure, ModelMistake, UserError
 from emage_agent.core.evaluation import Evaluation
 from emage_agent.core.options import RunOptions
 from emage_agent.core.planning import HistoryEntry, PlanningContext, PlanResult, Recommendation, ToolCall, ToolReport
-from emage_agent.core.ports import RunsTools, png_bytes
+from emage_agent.core.ports import RunsTools, StepWatcher, png_bytes
 from emage_agent.core.redact import scrub
 from emage_agent.core.tools import (
     UPLOAD,
@@ -73,6 +73,7 @@ class SessionLoop:
         self.config = config
         self._usage = usage
         self._emit_fn = emit
+        self._diffusion: dict[str, int] = {}  # the last diffusion step reported, for the preview after it
         self.options = RunOptions(**store.info.options)
         self.halt: Callable[[], bool] = lambda: False  # asked between steps; True ends the run, resumable
         self.detector_check = (
@@ -479,7 +480,7 @@ class SessionLoop:
             if get_tool(call.name).rewrites_prompt:
                 return self._rewrite(call, record)
             images = self._inputs(call)
-            out = self.tools.run(call.name, call.args, images, on_step=self._on_step)
+            out = self.tools.run(call.name, call.args, images, on_step=StepWatcher(self._on_step, self._on_preview))
         except (ModelMistake, UserError) as exc:
             record = record.model_copy(update={"error": str(exc)})
             step = self.store.commit_step(record, make_head=False)
@@ -551,7 +552,14 @@ class SessionLoop:
         return images
 
     def _on_step(self, step: int, total: int) -> None:
+        self._diffusion = {"step": step, "total": total}
         self._emit(f"diffusion step {step}/{total}", ev.DiffusionProgress(step=step, total=total))
+
+    def _on_preview(self, png: bytes) -> None:
+        """The image forming, as the executor previewed it after the step just reported (PNG, not JSON)."""
+        if self._emit_fn is not None:
+            progress = ev.DiffusionProgress(**(self._diffusion or {"step": 0, "total": 0}))
+            self._emit_fn(ev.AgentEvent(message="preview", payload=progress, preview=png))
 
     # ---- conversation --------------------------------------------------------------
     def add_feedback(self, text: str) -> int:

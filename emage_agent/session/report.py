@@ -17,9 +17,11 @@ from typing import Any
 from urllib.parse import quote
 
 from emage_agent.core.decisions import Decision
+from emage_agent.session.chart import CHART_LEGEND, score_plot
 from emage_agent.session.files import atomic_write_bytes
 from emage_agent.session.records import Artifact, StepRecord
 from emage_agent.session.store import SessionStore
+from emage_agent.session.words import alternatives, arguments, what_ran
 
 REPORT_NAME = "report.html"
 
@@ -60,7 +62,7 @@ border:1px solid currentColor}
 .tool{font-family:ui-monospace,Menlo,Consolas,monospace;background:var(--code);border-radius:6px;padding:1px 8px}
 .score{margin-left:auto;font-size:22px;font-weight:700}
 .s-good{color:var(--good)}.s-mid{color:var(--warn)}.s-bad{color:var(--bad)}
-.grid{display:grid;grid-template-columns:minmax(0,340px) 1fr;gap:22px}
+.grid{display:grid;grid-template-columns:minmax(0,240px) minmax(0,1fr);gap:18px}
 .media{display:flex;flex-direction:column;gap:10px}
 a{color:var(--accent)}
 figure{margin:0}figure img{display:block;width:100%;height:auto;border-radius:8px;border:1px solid var(--line);
@@ -84,7 +86,15 @@ pre.err{background:#ffe9e9;color:#7a1010}
 ul.plain{margin:0;padding-left:18px}
 .veto{color:var(--bad)}
 svg text{fill:var(--mute);font-size:11px}
-@media (max-width:820px){.grid,.hero{grid-template-columns:1fr}}
+body{overflow-wrap:anywhere}img,svg{max-width:100%}.tablewrap{overflow-x:auto;max-width:100%}
+details{margin:10px 0 0}summary{cursor:pointer;color:var(--accent);font-size:13px}
+p.did{margin:0 0 6px}.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;color:var(--mute);margin:6px 0 0}
+.legend span{display:inline-flex;align-items:center;gap:6px}
+@media (max-width:820px){.grid,.hero{grid-template-columns:1fr}.grid .media{max-width:340px}}
+@media (max-width:480px){main{padding:14px 10px 40px}.card{padding:12px}.stat{min-width:0;flex:1 1 40%}
+.grid{grid-template-columns:110px minmax(0,1fr);gap:10px}.hero{gap:10px}
+.tablewrap table{min-width:280px}td,th{overflow-wrap:normal;padding:4px 5px}
+h1{font-size:21px}.score{font-size:18px}}
 """
 
 
@@ -132,51 +142,6 @@ def _figure(art: Artifact, caption: str, boxes: list[tuple[str, list[int]]] | No
     )
 
 
-def score_plot(steps: list[StepRecord], best: int | None, threshold: float | None = None) -> str:
-    """Score over steps as inline SVG; the best step gold, rolled-back steps hollow red."""
-    w, h, left, right, top, bottom = 720, 210, 40, 16, 14, 30
-    nums = [s.step or 0 for s in steps]
-    if not nums:
-        return '<p class="sub">No steps yet.</p>'
-    lo, hi = min(nums), max(nums)
-
-    def x(n: int) -> float:
-        return left + (w - left - right) * ((n - lo) / (hi - lo) if hi > lo else 0.5)
-
-    def y(v: float) -> float:
-        return top + (h - top - bottom) * (1 - v)
-
-    parts = [f'<svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="Satisfaction score per step">']
-    for v in (0, 0.25, 0.5, 0.75, 1):
-        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#8884" />')
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    if threshold is not None:
-        parts.append(
-            f'<line x1="{left}" x2="{w - right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
-            f'stroke="#2b8a3e" stroke-dasharray="5 4"><title>threshold {threshold:g}</title></line>'
-        )
-    every = max(1, len(nums) // 20)
-    for i, n in enumerate(nums):
-        if i % every == 0 or n == hi:
-            parts.append(f'<text x="{x(n):.1f}" y="{h - 10}" text-anchor="middle">{n}</text>')
-    scored = [s for s in steps if s.score is not None]
-    if len(scored) > 1:
-        pts = " ".join(f"{x(s.step or 0):.1f},{y(s.score or 0):.1f}" for s in scored)
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="#3b5bdb" stroke-width="2" />')
-    for s in scored:
-        cx, cy, tip = x(s.step or 0), y(s.score or 0), f"step {s.step} · {s.tool or s.kind} · {s.score:.2f}"
-        if s.step == best:
-            style = 'r="8" fill="#f0b400" stroke="#8a6500" stroke-width="2"'
-        elif s.rolled_back:
-            style = 'r="5" fill="#fff" stroke="#c92a2a" stroke-width="2"'
-        else:
-            style = 'r="5" fill="#3b5bdb"'
-        parts.append(f'<a href="#step-{s.step}"><circle cx="{cx:.1f}" cy="{cy:.1f}" {style}><title>{_e(tip)}</title>')
-        parts.append("</circle></a>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def _kv_chips(values: dict[str, Any], unit: str = "") -> str:
     if not values:
         return ""
@@ -201,14 +166,16 @@ def _issues(step: StepRecord) -> str:
     if not ev.issues:
         out.append('<p class="sub">No issues found.</p>')
         return "".join(out) + evidence
-    out.append("<table><tr><th>Category</th><th>Severity</th><th>Target</th><th>Description</th></tr>")
+    out.append(
+        '<div class="tablewrap"><table><tr><th>Category</th><th>Severity</th><th>Target</th><th>Description</th></tr>'
+    )
     for i, issue in enumerate(ev.issues, 1):
         bar = f'<span class="sev" style="width:{issue.severity * 40:.0f}px"></span>{issue.severity:.2f}'
         target = f"#{i} {issue.target or ''}" if issue.box else issue.target or ""
         out.append(
             f"<tr><td>{_e(issue.category)}</td><td>{bar}</td><td>{_e(target)}</td><td>{_e(issue.description)}</td></tr>"
         )
-    out.append("</table>")
+    out.append("</table></div>")
     return "".join(out) + evidence
 
 
@@ -221,10 +188,12 @@ def _evidence(items: list[dict[str, Any]]) -> str:
         f"<td>{_e(' '.join(str(b) for b in i.get('boxes', [])))}</td></tr>"
         for i in items
     )
-    return f"<h4>Detector</h4><table><tr><th>Kind</th><th>Object</th><th>Detail</th><th>Boxes</th></tr>{rows}</table>"
+    head = "<tr><th>Kind</th><th>Object</th><th>Detail</th><th>Boxes</th></tr>"
+    return f'<h4>Detector</h4><div class="tablewrap"><table>{head}{rows}</table></div>'
 
 
 def _decision(decision: Decision | None) -> str:
+    """The selector's reasoning with its numbers, for the details fold."""
     if decision is None:
         return ""
     rest = {k: v for k, v in decision.stored().items() if k not in ("strategy", "reason")}
@@ -264,25 +233,31 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
         media.append(f'<div class="thumbs">{"".join(thumbs)}</div>')
     parent = f'parent <a href="#step-{s.parent}">step {s.parent}</a>' if s.parent else "first step"
     kind = f'<span class="kind">{_e(KIND_LABELS.get(s.kind, s.kind))}</span> · ' if s.kind != "tool" else ""
-    body = [f'<p class="sub">{kind}{parent} · {_time(s.created_at)}</p>', _issues(s)]
-    body.append(f"<h4>Tool · {_e(s.tool or 'none')}</h4><pre>{_json(s.args)}</pre>")
+    said = arguments(s.tool, s.args)
+    body = [f'<p class="did">{_e(what_ran(s))}</p>']
+    if said:
+        body.append(f'<p class="sub">With {_e(said)}.</p>')
+    body.extend(f'<p class="sub">{_e(line)}</p>' for line in alternatives(s))
+    if s.feedback:
+        body.append(f'<h4>Your feedback</h4><div class="prompt">{_e(s.feedback)}</div>')
+    body.append(_issues(s))
     if s.note:
         body.append(f"<h4>Note</h4><p>{_e(s.note)}</p>")
-    if s.clamps:
-        items = "".join(f"<li>{_e(str(c))}</li>" for c in s.clamps)
-        body.append(f'<h4>Clamped arguments</h4><ul class="plain">{items}</ul>')
-    if s.vetoes:
-        items = "".join(f'<li class="veto"><b>{_e(v.tool)}</b>: {_e(v.reason)}</li>' for v in s.vetoes)
-        body.append(f'<h4>Vetoed</h4><ul class="plain">{items}</ul>')
-    body.append(_decision(s.decision))
     if s.error:
         body.append(f'<h4>Error</h4><pre class="err">{_e(s.error)}</pre>')
-    if s.feedback:
-        body.append(f'<h4>User feedback</h4><div class="prompt">{_e(s.feedback)}</div>')
+    fold = [f'<p class="sub">{kind}{parent} · {_time(s.created_at)}</p>']
+    fold.append(f"<h4>Tool · {_e(s.tool or 'none')}</h4><pre>{_json(s.args)}</pre>")
+    if s.clamps:
+        items = "".join(f"<li>{_e(str(c))}</li>" for c in s.clamps)
+        fold.append(f'<h4>Clamped arguments</h4><ul class="plain">{items}</ul>')
+    if s.vetoes:
+        items = "".join(f'<li class="veto"><b>{_e(v.tool)}</b>: {_e(v.reason)}</li>' for v in s.vetoes)
+        fold.append(f'<h4>Vetoed</h4><ul class="plain">{items}</ul>')
+    fold.append(_decision(s.decision))
     if s.timings:
-        body.append("<h4>Timings</h4>" + _kv_chips(s.timings, " s"))
+        fold.append("<h4>Timings</h4>" + _kv_chips(s.timings, " s"))
     if s.tokens:
-        body.append("<h4>Tokens</h4>" + _kv_chips(s.tokens))
+        fold.append("<h4>Tokens</h4>" + _kv_chips(s.tokens))
     if calls:
         rows = "".join(
             f"<tr><td>{_e(c['purpose'])}</td><td>{_e(c['extra'].get('backend') or '')}</td>"
@@ -291,10 +266,13 @@ def _step_card(store: SessionStore, s: StepRecord, best: int | None, head: int |
             f"<td>{'ok' if c['ok'] else _e(c['error'] or 'failed')}</td></tr>"
             for c in calls
         )
-        body.append(
-            "<h4>VLM calls</h4><table><tr><th>Purpose</th><th>Backend</th><th>Model</th><th>Latency</th><th>Tokens</th>"
-            f"<th>Result</th></tr>{rows}</table>"
+        fold.append(
+            '<h4>VLM calls</h4><div class="tablewrap"><table><tr><th>Purpose</th><th>Backend</th><th>Model</th>'
+            f"<th>Latency</th><th>Tokens</th><th>Result</th></tr>{rows}</table></div>"
         )
+    body.append(
+        f"<details><summary>Details: arguments, decision, timings, VLM calls</summary>{''.join(fold)}</details>"
+    )
     return (
         f'<article class="{" ".join(classes)}" id="step-{s.step}"><header><h3>Step {s.step}</h3>'
         f'<span class="tool">{_e(s.tool or s.kind)}</span>{badges}'
@@ -371,7 +349,8 @@ def render_report(store: SessionStore) -> str:
         f'{demo[1]}<div class="stats">{stat_html}</div>'
         f'<section class="card">{hero}</section>'
         f'<h2>Prompt</h2><section class="card">{_prompts(info, steps)}</section>'
-        f'<h2>Score over steps</h2><section class="card">{score_plot(steps, info.best_step, threshold)}</section>'
+        f'<h2>Score over steps</h2><section class="card">{score_plot(steps, info.best_step, threshold)}'
+        f"{CHART_LEGEND}</section>"
         f'<h2>Options</h2><section class="card">{_kv_chips(info.options)}</section>'
         f"<h2>Steps</h2>{cards or '<p class=sub>No steps yet.</p>'}"
         "</main></body></html>\n"

@@ -232,7 +232,7 @@ def test_the_command_serves_the_page_on_loopback(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.3)
         assert page is not None and page.status_code == 200, proc.poll()
-        assert '"Prompt"' in page.text and '"Steps"' in page.text and '"Sessions"' in page.text
+        assert '"Prompt"' in page.text and '"Steps (newest first)"' in page.text and '"History"' in page.text
         assert (out / ".ui" / "cache").is_dir()
         named = httpx.get(f"http://127.0.0.1:{port}/config", headers={"Host": f"studio.lan:{port}"}, timeout=5)
         assert named.status_code == 200  # EMAGE_UI_ALLOWED_HOSTS reaches the server

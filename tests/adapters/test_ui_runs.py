@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from emage_agent.adapters.ui import Studio
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import UserError
 from emage_agent.engine import GpuQueue
 from tests.support.scripted import ScriptedExecutor, scripted_agent
@@ -159,7 +160,7 @@ def test_a_session_can_start_from_an_uploaded_image(tmp_path: Path) -> None:
     with studio.open_store(run.session_id) as store:
         first = store.steps()[0]
         assert first.tool == "upload" and first.score == 0.5  # recorded through the API, as the CLI records it
-        assert first.note == "the user's picture" and first.decision == {"strategy": "initial"}
+        assert first.note == "the user's picture" and first.decision == Decision(strategy="initial")
         assert store.load_image("s1-image").getpixel((0, 0)) == (12, 34, 56)
         assert store.info.options["width"] == 96 and store.info.options["height"] == 64
     assert executor.calls[0][0] != "generate"  # the first GPU job repairs the upload, it makes no new image
@@ -173,18 +174,16 @@ def test_the_adaptive_threshold_box_reaches_the_session(adaptive: bool, tmp_path
     """The Options box is an input of Run, and the page hands it to the session: on, a plateau stops at the
     lowered bar and says so; off, the same scores run to the iteration limit."""
     pytest.importorskip("gradio")
-    from emage_agent.adapters.ui.app import Page, build
+    from emage_agent.adapters.ui.app import layout
 
     studio, _executor = studio_for(tmp_path, PLATEAU)
-    run_inputs = [f.inputs for f in build(studio).fns.values() if f.name == "run"]
+    demo, page = layout(studio)
+    run_inputs = [f.inputs for f in demo.fns.values() if f.name == "run"]
     assert len(run_inputs) == 1 and "Adaptive threshold" in [getattr(c, "label", None) for c in run_inputs[0]]
-    from emage_agent.adapters.ui.controls import UI_OPTIONS
-
-    page = Page(studio)
     chosen = {"iterations": 3, "threshold": 0.8, "seed": 3, "width": 64, "height": 64, "steps": 2}
     chosen |= {"planner": "selector", "adaptive_threshold": adaptive}
-    shown = list(page.run("a red fox", None, *[chosen.get(name) for name in UI_OPTIONS]))
-    session_id = shown[-1][0]
+    shown = list(page.run("a red fox", **chosen))  # named, as /run takes them; the rest stay at their defaults
+    session_id = shown[-1][page.c.session_id]
     with studio.open_store(session_id) as store:
         assert store.info.options["adaptive_threshold"] is adaptive
         summary = store.summary()
@@ -236,3 +235,33 @@ def test_two_runs_at_once_each_record_only_their_own_vlm_calls(
             booked += len(calls)
     assert booked == len(fake_gemini.requests) == len(order)
     assert sum(a != b for a, b in zip(order, order[1:], strict=False)) >= 2, "the runs did not talk to the VLM at once"
+
+
+def test_a_painted_region_limits_the_next_repair_only(tmp_path: Path) -> None:
+    """Feedback with a region: stored as a mask step, handed to that repair as its region, then lifted."""
+    from PIL import Image, ImageDraw
+
+    from emage_agent.adapters.ui.page import painted_region
+
+    studio, executor = studio_for(tmp_path, [0.9, 0.95, 0.97, 0.99])
+    run = studio.start("a red fox", {**OPTIONS, "iterations": 1})
+    finish(run)
+    layer = Image.new("RGBA", (128, 128), (0, 0, 0, 0))  # the editor's layer: strokes on transparency, canvas size
+    ImageDraw.Draw(layer).rectangle([0, 0, 63, 63], fill=(255, 59, 48, 255))
+    region = painted_region({"background": None, "layers": [layer], "composite": None})
+    assert region is not None and painted_region({"layers": [Image.new("RGBA", (8, 8))]}) is None
+    before = len(executor.calls)
+    finish(studio.feedback(run.session_id, "make the fox sit", region))
+    repairs = executor.calls[before:]
+    assert repairs and all("region" in images for _tool, _args, images in repairs)
+    with studio.open_store(run.session_id) as store:
+        painted = [s for s in store.steps() if s.tool == "make_mask"]
+        assert [s.note for s in painted] == ["the region you painted"]
+        mask = store.load_image(f"s{painted[0].step}-mask")
+        assert mask.size == (64, 64) and mask.getpixel((10, 10)) == 255 and mask.getpixel((50, 50)) == 0
+        assert store.info.options.get("region") is None
+    again = len(executor.calls)
+    finish(studio.feedback(run.session_id, "now the tail"))  # no region: the whole image again
+    assert all("region" not in images for _tool, _args, images in executor.calls[again:])
+    with pytest.raises(UserError, match="mask: the painted region is empty"):
+        studio.feedback(run.session_id, "x", Image.new("L", (64, 64), 0))

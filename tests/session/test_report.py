@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -263,3 +264,46 @@ def _parse_text(html: str) -> Page:
     page = Page()
     page.feed(html)
     return page
+
+
+def test_report_reads_as_sentences_with_the_numbers_folded(session: SessionStore) -> None:
+    page = _parse_text(render_report(session))
+    text = " ".join(page.text)
+    assert "Step 4 rewrote the prompt, because the judge's issues were about what the prompt asked for." in text
+    assert "Step 3 repainted one region of the image" in text and "so it was rolled back" in text
+    assert "Ruled out repainted one region of the image: inpaint already failed on <cat>." in text
+    assert len(page.all("details")) == len(page.all("article")) == 6  # every card folds its arguments and JSON
+    assert "threshold" in text and "rolled back" in text and "best" in text  # the chart's legend
+    assert len(page.all("svg")) == 1  # the legend is drawn with CSS, the chart is the one SVG
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_report_fits_a_phone_without_sideways_scroll(session: SessionStore, tmp_path: Path) -> None:
+    """Playwright drives Debian's Chromium at 390x844: no horizontal overflow, folds closed, the legend shown."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    report = write_report(session)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        page = browser.new_page(viewport=PHONE)
+        page.goto(report.as_uri())
+        widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]")
+        assert widths[0] <= PHONE["width"] and widths[1] <= PHONE["width"], widths
+        assert page.locator(".legend").is_visible() and page.locator("svg[role=img]").bounding_box()["width"] <= 390
+        assert not page.locator("article pre").first.is_visible()  # the raw JSON waits behind its fold
+        page.locator("article summary").first.click()
+        assert page.locator("article pre").first.is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # opened, still no sideways
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.locator("article summary").first.click()
+        shot = tmp_path / "report-phone.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert Image.open(shot).size[0] == PHONE["width"]
+    print(f"report height at 390 px: {height} px for {len(session.steps())} steps")
+    if target := os.environ.get("EMAGE_REPORT_SCREENSHOT"):
+        shutil.copyfile(shot, target)

@@ -45,6 +45,7 @@ from emage_agent.adapters.mcp.http import BearerAuth as BearerAuth
 from emage_agent.adapters.mcp.http import http_app as http_app
 from emage_agent.adapters.mcp.http import is_loopback as is_loopback
 from emage_agent.adapters.mcp.http import serve_http
+from emage_agent.adapters.mcp.listing import recent_resources
 from emage_agent.adapters.mcp.results import THUMB_PX as THUMB_PX
 from emage_agent.adapters.mcp.results import error_result
 from emage_agent.adapters.mcp.results import thumbnail as thumbnail
@@ -57,7 +58,7 @@ from emage_agent.adapters.mcp.schemas import (
 )
 from emage_agent.adapters.mcp.sessions import MAX_OPEN_SESSIONS as MAX_OPEN_SESSIONS
 from emage_agent.adapters.mcp.tools import ARTIFACT_URI, EmageTools, ToolSpec
-from emage_agent.core.errors import UserError
+from emage_agent.core.errors import EmageError, UserError
 from emage_agent.core.redact import install_log_scrubber
 from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.engine import GpuQueue
@@ -124,7 +125,11 @@ def build_server(
         return types.ListResourceTemplatesResult(resource_templates=[template])
 
     async def list_resources(ctx: ServerRequestContext[Any], params: Any) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=[])
+        try:
+            found = await anyio.to_thread.run_sync(recent_resources, tools.root())
+        except EmageError:  # no root configured yet, say: an empty list, not a failed call
+            found = []
+        return types.ListResourcesResult(resources=found)
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: Server[Any]) -> AsyncIterator[dict[str, Any]]:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from emage_agent.adapters.mcp.http import BearerAuth as BearerAuth
 from emage_agent.adapters.mcp.http import http_app as http_app
 from emage_agent.adapters.mcp.http import is_loopback as is_loopback
+from emage_agent.adapters.mcp.listing import REPORT_URI_RE
 from emage_agent.adapters.mcp.results import THUMB_PX as THUMB_PX
 from emage_agent.adapters.mcp.results import artifact_link, error_result, tool_result
 from emage_agent.adapters.mcp.results import thumbnail as thumbnail
@@ -127,7 +128,8 @@ class EmageTools:
     def _on_event(self, event: AgentEvent) -> None:
         if self._chained is not None:
             self._chained(event)
-        self._report(f"{event.kind}: {event.message}")
+        if event.preview is None:  # a preview picture is for displays; its progress step was reported already
+            self._report(f"{event.kind}: {event.message}")
 
     def _on_wait(self, ahead: int) -> None:
         if ahead:
@@ -311,10 +313,24 @@ class EmageTools:
         with SessionStore.open(resolve_session_dir(session_id, self.root())) as store:
             return store.artifact_path(artifact_id).read_bytes()
 
+    def read_report(self, session_id: str) -> str:
+        """A session's report.html, as listed by ``resources/list`` (written by the session; never another file)."""
+        folder = resolve_session_dir(session_id, self.root())
+        report = folder / "report.html"
+        if report.is_symlink() or not report.is_file():
+            raise UserError("the session has no report yet", field="uri")
+        return report.read_text(encoding="utf-8")
+
     async def read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         uri = str(params.uri)
         match = _ARTIFACT_URI_RE.match(uri)
+        report = REPORT_URI_RE.match(uri)
         try:
+            if report is not None:
+                text = await anyio.to_thread.run_sync(self.read_report, report.group("session_id"))
+                return types.ReadResourceResult(
+                    contents=[types.TextResourceContents(uri=uri, mime_type="text/html", text=text)]
+                )
             if match is None:
                 raise UserError(f"unknown resource {uri[:80]!r}", field="uri")
             data = await anyio.to_thread.run_sync(self.read_artifact, *match.group("session_id", "artifact_id"))

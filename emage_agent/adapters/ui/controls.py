@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from emage_agent.core.errors import UserError
 from emage_agent.core.options import PERSON_OPTIONS, option_default, option_help, option_schema
 
 UI_OPTIONS: tuple[str, ...] = PERSON_OPTIONS  # the order the controls appear in and ``Page.run`` takes them
 MAX_SLIDER_SPAN = 100  # a wider range gets a number box: a slider would be too coarse to set
+# Typed as text: an emptied number box sends 0, and 0 is a seed, so "empty = random" needs a text box.
+TEXT_OPTIONS: dict[str, str] = {"seed": "a random seed"}
 
 
 def label(name: str) -> str:
@@ -29,6 +32,9 @@ def control(name: str, value: Any) -> Any:
 
     schema = option_schema(name)
     kind, info = schema.get("type"), option_help(name)
+    if name in TEXT_OPTIONS:
+        text = "" if value is None else str(value)
+        return gr.Textbox(value=text, label=f"{label(name)} (empty: random)", max_lines=1, info=info)
     if kind == "boolean":
         return gr.Checkbox(value=bool(value), label=label(name), info=info)
     if "enum" in schema:
@@ -38,7 +44,8 @@ def control(name: str, value: Any) -> Any:
         step = 1 if kind == "integer" else 0.01
         return gr.Slider(low, high, value=value, step=step, label=label(name), info=info)
     precision = 0 if kind == "integer" else None
-    return gr.Number(value=value, precision=precision, label=f"{label(name)} (empty: default)", info=info)
+    hint = " (empty: default)" if option_default(name) is None else ""  # a box holding a value shows its default
+    return gr.Number(value=value, precision=precision, label=f"{label(name)}{hint}", info=info)
 
 
 def read(values: tuple[Any, ...]) -> dict[str, Any]:
@@ -50,12 +57,43 @@ def read(values: tuple[Any, ...]) -> dict[str, Any]:
         kind = option_schema(name).get("type")
         if kind == "boolean":
             options[name] = value is True  # the browser sends a bool; anything else means off
-        elif value in (None, ""):
+        elif value is None or (isinstance(value, str) and not value.strip()):
             continue
         elif kind == "integer":
-            options[name] = int(value)
+            options[name] = _whole(name, value)
         elif kind == "number":
-            options[name] = float(value)
+            options[name] = _number(name, value)
         else:
             options[name] = str(value)
     return options
+
+
+def _refuse(name: str, what: str) -> UserError:
+    schema = option_schema(name)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    span = f" from {_shown(low)} to {_shown(high)}" if low is not None and high is not None else ""
+    empty = TEXT_OPTIONS.get(name, "the default")
+    return UserError(f"must be {what}{span}, or empty for {empty}", field=name)
+
+
+def _shown(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else str(limit)
+
+
+def _whole(name: str, value: Any) -> int:
+    """A whole number from a box (or a script): ``3``, ``3.0`` or ``"3"``; anything else names the option."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise _refuse(name, "a whole number")
+    return int(text)
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    except (TypeError, ValueError):
+        raise _refuse(name, "a number") from None

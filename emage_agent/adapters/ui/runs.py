@@ -10,6 +10,9 @@ position, the current diffusion step, and a halt flag that ends the run after th
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import sqlite3
 import threading
 import time
@@ -23,12 +26,15 @@ from PIL import Image
 
 from emage_agent.adapters.ui.guards import check_session_id, check_text
 from emage_agent.api import Agent, Session
+from emage_agent.core.decisions import Decision
 from emage_agent.core.errors import EmageError, UserError
 from emage_agent.core.events import AgentEvent, DiffusionProgress
 from emage_agent.engine import GpuQueue
-from emage_agent.session import SessionStore
+from emage_agent.session import SessionStore, StepRecord
 
 UI_DIR = ".ui"  # inside the sessions folder: Gradio's cache and the zips offered for download
+THREAD_PREFIX = "emage-ui-"
+RETRY_LINE = re.compile(r"^(gemini|openai)\b.*attempt (\d+).*failed \((.{0,80})\); retrying in ([\d.]+)s")
 
 
 @dataclass
@@ -44,10 +50,18 @@ class Run:
     last: str = "starting"
     error: str | None = None
     events: list[AgentEvent] = field(default_factory=list)
+    preview: Image.Image | None = None  # the image forming, as the executor last previewed it
+    previews: int = 0
+    retry: str | None = None  # the VLM call being retried now, in words; cleared by the next event
 
     def on_event(self, event: AgentEvent) -> None:
+        self.retry = None
         if isinstance(event.payload, DiffusionProgress):
             self.diffusion = (event.payload.step, event.payload.total)
+            if event.preview is not None:
+                with Image.open(io.BytesIO(event.preview)) as img:
+                    self.preview = img.convert("RGB")
+                self.previews += 1
         else:
             self.events.append(event)
             self.last = event.message
@@ -59,6 +73,10 @@ class Run:
         self.position = ahead
         self.version += 1
 
+    def on_retry(self, text: str) -> None:
+        self.retry = text
+        self.version += 1
+
     def status(self) -> str:
         """One line for the page: where the run is now."""
         if self.done.is_set():
@@ -68,6 +86,8 @@ class Run:
             parts.append(f"waiting for the GPU: {self.position} job(s) ahead in the queue")
         if self.diffusion:
             parts.append(f"diffusion step {self.diffusion[0]}/{self.diffusion[1]}")
+        if self.retry:
+            parts.append(self.retry)
         if self.halt.is_set():
             parts.append("stopping after this step")
         return " · ".join(parts + [self.last])
@@ -79,6 +99,38 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+class RetryNotes(logging.Handler):
+    """Turns the VLM clients' "retrying" log lines into a note on the run whose thread made the call.
+
+    The clients log each retry (``vlm/gemini/client.py``, ``vlm/openai_compat/client.py``); the page shows
+    it in the status area while it happens instead of an unchanged page. Installed by ``serve``.
+    """
+
+    def __init__(self, studio: Studio) -> None:
+        super().__init__(logging.INFO)
+        self.studio = studio
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = threading.current_thread().name
+        if not name.startswith(THREAD_PREFIX):
+            return
+        run = self.studio.running(name.removeprefix(THREAD_PREFIX))
+        match = RETRY_LINE.match(record.getMessage())
+        if run is not None and match:
+            who = "the judge" if match.group(1) == "gemini" else "the VLM server"
+            run.on_retry(f"{who} did not answer ({match.group(3)}); retrying in {float(match.group(4)):.1f} s, "
+                         f"attempt {int(match.group(2)) + 1}")  # fmt: skip
+
+    def install(self, logger_name: str = "emage_agent.vlm") -> None:
+        """Listen on ``logger_name`` (INFO, where retries are logged), replacing an earlier page's listener."""
+        logger = logging.getLogger(logger_name)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        for old in [h for h in logger.handlers if isinstance(h, RetryNotes)]:
+            logger.removeHandler(old)
+        logger.addHandler(self)
 
 
 class Studio:
@@ -130,7 +182,7 @@ class Studio:
                     run.done.set()
                     run.version += 1
 
-        threading.Thread(target=body, name=f"emage-ui-{run.session_id}", daemon=True).start()
+        threading.Thread(target=body, name=f"{THREAD_PREFIX}{run.session_id}", daemon=True).start()
         return run
 
     def start(self, prompt: str, options: dict[str, Any], start_image: Image.Image | None = None) -> Run:
@@ -143,12 +195,42 @@ class Studio:
         run.session_id = session.id
         return self._launch(run, session, lambda s: s.run())
 
-    def feedback(self, session_id: str, text: str) -> Run:
-        """The person's words as a request: the session continues until a repair has answered them."""
+    def feedback(self, session_id: str, text: str, region: Image.Image | None = None) -> Run:
+        """The person's words as a request: the session continues until a repair has answered them.
+
+        ``region`` (white = may change), painted on the image, limits that repair to it: stored as a mask
+        step of its own and set as the session's region for this run only.
+        """
         words = check_text(text, "feedback")
+        if self.running(session_id):
+            raise UserError("this session is running already; wait for it or press Stop", field="session")
         run = Run(session_id)
         session = self._agent_for(run).open(check_session_id(session_id, self.root))
-        return self._launch(run, session, lambda s: s.refine(words))
+        if region is None:
+            return self._launch(run, session, lambda s: s.refine(words))
+        store = session.store
+        current = store.current_image(store.head().step) if store.head() else None
+        if current is None:
+            session.close()
+            raise UserError("the session has no image to paint on yet", field="mask")
+        mask = region.convert("L").resize((current.width, current.height)).point(lambda v: 255 if v >= 128 else 0)
+        if mask.getextrema()[1] == 0:
+            session.close()
+            raise UserError("the painted region is empty; paint over the part to change, or clear it", field="mask")
+        before = store.info.options.get("region")
+        record = StepRecord(
+            kind="direct", tool="make_mask", decision=Decision(strategy="direct"), note="the region you painted"
+        )
+        step = store.commit_step(record, images={"mask": mask}, make_head=False)
+        store.update_options({"region": f"s{step}-mask"})  # before the loop is built: it reads the options once
+
+        def limited(s: Session) -> Any:
+            try:
+                return s.refine(words)
+            finally:
+                s.store.update_options({"region": before})
+
+        return self._launch(run, session, limited)
 
     def resume(self, session_id: str, iterations: int | None = None) -> Run:
         run = Run(session_id)
