@@ -3,6 +3,7 @@ entry in the sessions folder, and the upload cache's bound."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -85,8 +86,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Beacon, Path]]:
 
 
 def test_hostile_text_uploads_and_listing(served: tuple[str, Beacon, Path]) -> None:
-    """Items 4 and 13: model text is shown as text (no image fetched, no live link) in the toast and the status
-    line; a non-image upload gets EMage's one line; a dangling entry leaves the session list whole."""
+    """Items 4 and 13: model text is shown as text (no image fetched, no live link) in the one status area; a
+    non-image upload gets EMage's one line; a dangling entry leaves the session list whole."""
     from emage_agent.adapters.ui.app import UPLOAD_CACHE
 
     url, beacon, tmp_path = served
@@ -99,24 +100,22 @@ def test_hostile_text_uploads_and_listing(served: tuple[str, Beacon, Path]) -> N
 
         page.get_by_label("Prompt").fill("a red fox on a blue car")
         page.get_by_role("button", name="Run", exact=True).click()
-        playwright.expect(page.locator(".toast-body").first).to_contain_text("judge down")
-        playwright.expect(page.locator("#status")).to_contain_text("judge down", timeout=30_000)
+        status = page.locator("#status textarea")
+        playwright.expect(status).to_have_value(re.compile("judge down"), timeout=30_000)
         page.wait_for_timeout(500)
         assert page.locator("a[href*='evil.example']").count() == 0
         assert page.locator("#status a").count() == 0 and page.locator(".toast-body a").count() == 0
         assert page.locator(f"img[src*='{beacon.url}']").count() == 0
         assert beacon.hits == 0
-        assert "click here" in page.locator(".toast-body").first.inner_text()  # shown, as text
+        assert "click here" in status.input_value()  # shown, as text
 
-        for toast in page.locator(".toast-close").all():
-            toast.click()
         bogus = tmp_path / "notes.png"
         bogus.write_text("this is not a picture")
         page.get_by_role("button", name="Options").click()
-        page.locator("input[type=file]").first.set_input_files(str(bogus))
+        page.locator("#start-image input[type=file]").set_input_files(str(bogus))
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Run", exact=True).click()
-        playwright.expect(page.locator(".toast-body").first).to_contain_text("not a readable image")
+        playwright.expect(status).to_have_value(re.compile("not a readable image"))
         assert "preprocess" not in page.locator("body").inner_text()
         browser.close()
     assert UPLOAD_CACHE[1] <= 24 * 3600  # uploads are deleted once old, not kept for ever

@@ -90,7 +90,7 @@ def layout(studio: Studio, defaults: dict[str, Any] | None = None) -> tuple[gr.B
                     values = controls.defaults(defaults)
                     options = {name: controls.control(name, values[name]) for name in controls.UI_OPTIONS}
                     start_image = gr.File(  # a file, not gr.Image: EMage reads it and says what is wrong with it
-                        label="Start from an image (optional)", type="filepath", height=160
+                        label="Start from an image (optional)", type="filepath", height=160, elem_id="start-image"
                     )
                 downloads = gr.File(label="Downloads: best image, session (zip), report", file_count="multiple",
                                     elem_id="downloads")  # fmt: skip

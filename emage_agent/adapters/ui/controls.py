@@ -15,6 +15,7 @@ UI_OPTIONS: tuple[str, ...] = PERSON_OPTIONS  # the order the controls appear in
 MAX_SLIDER_SPAN = 100  # a wider range gets a number box: a slider would be too coarse to set
 # Typed as text: an emptied number box sends 0, and 0 is a seed, so "empty = random" needs a text box.
 TEXT_OPTIONS: dict[str, str] = {"seed": "a random seed"}
+EMPTY_LABELS: dict[str, str] = {"seed": "random"}  # what an empty box means, in its label
 
 
 def label(name: str) -> str:
@@ -32,9 +33,11 @@ def control(name: str, value: Any) -> Any:
 
     schema = option_schema(name)
     kind, info = schema.get("type"), option_help(name)
-    if name in TEXT_OPTIONS:
+    if name in TEXT_OPTIONS or (kind in ("integer", "number") and option_default(name) is None):
+        # a text box: an emptied gr.Number sends 0 once shown, which is not "unset" (seed 0, a budget of 0)
         text = "" if value is None else str(value)
-        return gr.Textbox(value=text, label=f"{label(name)} (empty: random)", max_lines=1, info=info)
+        empty = EMPTY_LABELS.get(name, "default")
+        return gr.Textbox(value=text, label=f"{label(name)} (empty: {empty})", max_lines=1, info=info)
     if kind == "boolean":
         return gr.Checkbox(value=bool(value), label=label(name), info=info)
     if "enum" in schema:
