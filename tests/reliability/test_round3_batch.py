@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from emage_agent.adapters.batch import read_items
+from emage_agent.adapters.batch.items import read_items
 from emage_agent.adapters.batch.results import CSV_NAME, ResultRow, write_results
 
 

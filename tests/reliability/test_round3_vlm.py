@@ -11,13 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from emage_agent.vlm.gemini.evaluator import Evaluator as GeminiEvaluator
 
 from emage_agent.core.errors import VLMUnavailable
 from emage_agent.core.evaluation import MAX_SUMMARY_CHARS
 from emage_agent.core.settings import Settings
+from emage_agent.vlm.evaluator import Evaluator
 from emage_agent.vlm.gemini import GeminiClient
-from emage_agent.vlm.openai_compat import Evaluator as OpenAIEvaluator
 from emage_agent.vlm.openai_compat import OpenAIClient, Planner
 from tests.support import fake_gemini as fg
 from tests.support import fake_openai as fo
@@ -85,7 +84,7 @@ def test_gemini_drip_feed_meets_the_whole_request_deadline(drip_server: Drip) ->
     )  # fmt: skip
     started = time.monotonic()
     with pytest.raises(VLMUnavailable) as info:
-        GeminiEvaluator(GeminiClient(settings)).evaluate(make_png(), "a red fox")
+        Evaluator(GeminiClient(settings)).evaluate(make_png(), "a red fox")
     elapsed = time.monotonic() - started
     assert elapsed < 4.5, elapsed  # two attempts of 1 s each, plus a little
     assert "1s in all" in str(info.value) and "retries 1.5s" in str(info.value)
@@ -101,7 +100,7 @@ def test_openai_drip_feed_meets_the_whole_request_deadline(drip_server: Drip) ->
     )  # fmt: skip
     started = time.monotonic()
     with pytest.raises(VLMUnavailable) as info:
-        OpenAIEvaluator(OpenAIClient(settings)).evaluate(make_png(), "a red fox")
+        Evaluator(OpenAIClient(settings)).evaluate(make_png(), "a red fox")
     elapsed = time.monotonic() - started
     assert elapsed < 4.5, elapsed
     assert "did not answer in time" in str(info.value) and "1s in all" in str(info.value)
@@ -122,7 +121,7 @@ def test_deep_tool_arguments_go_back_to_the_model(openai_settings: Settings, fak
 def test_deep_evaluation_text_is_asked_again(openai_settings: Settings, fake_openai: Any) -> None:
     """Item 5: an evaluation of 100,000 brackets is malformed: asked again, then read from the second answer."""
     fake_openai.queue(fo.text_reply('{"satisfaction_score": 0.5, "x": ' + DEEP + "}"), fo.evaluation_reply(0.6))
-    evaluation = OpenAIEvaluator(OpenAIClient(openai_settings)).evaluate(make_png(), "a red fox")
+    evaluation = Evaluator(OpenAIClient(openai_settings)).evaluate(make_png(), "a red fox")
     assert evaluation.satisfaction_score == 0.6 and len(fake_openai.requests) == 2
 
 
@@ -130,7 +129,7 @@ def test_gemini_deep_structured_answer_is_asked_again(gemini_settings: Settings,
     """Item 5: a Gemini body nested 100,000 deep (the SDK's decoder overflows) is asked again, not a crash."""
     deep_body = '{"candidates": [{"content": {"parts": [{"text": "x"}], "role": "model"}, "x": ' + DEEP + "}]}"
     fake_gemini.queue(fg.Reply(body=deep_body), fg.evaluation_reply(0.65))
-    evaluation = GeminiEvaluator(GeminiClient(gemini_settings)).evaluate(make_png(), "a red fox")
+    evaluation = Evaluator(GeminiClient(gemini_settings)).evaluate(make_png(), "a red fox")
     assert evaluation.satisfaction_score == 0.65 and len(fake_gemini.requests) == 2
 
 
@@ -138,7 +137,7 @@ def test_a_huge_summary_is_cut_where_it_lands(gemini_settings: Settings, fake_ge
     """Item 6: a 5 MB summary and 500 issues are cut to their bounds before anything stores or shows them."""
     issue = {"category": "style", "severity": 0.5, "description": "d" * 50_000, "target": "t" * 5_000}
     fake_gemini.queue(fg.evaluation_reply(0.4, [issue] * 500, "s" * 5_000_000))
-    evaluation = GeminiEvaluator(GeminiClient(gemini_settings)).evaluate(make_png(), "a red fox")
+    evaluation = Evaluator(GeminiClient(gemini_settings)).evaluate(make_png(), "a red fox")
     assert len(evaluation.summary) <= MAX_SUMMARY_CHARS and "cut: 5000000 characters" in evaluation.summary
     assert len(evaluation.issues) <= 24
     assert all(len(i.description) <= 1000 and len(i.target or "") <= 200 for i in evaluation.issues)
