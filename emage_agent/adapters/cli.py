@@ -463,11 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     install_log_scrubber()
     logging.captureWarnings(True)
     signals["terminated"] = False
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")
+    # SIGTERM ends a session like Ctrl-C; ``serve`` drains its own runs on SIGTERM (uvicorn's handler)
+    if threading.current_thread() is threading.main_thread() and (not args or args[0] != "serve"):
+        signal.signal(signal.SIGTERM, terminate)
     args = _bare_ray(args)
     CURRENT.session, CURRENT.as_json = None, "--json" in args and args[0] in ("run", "resume")
     if argv is None and args and args[0] in ("run", "resume", "chat", "bench"):

@@ -140,6 +140,18 @@ def option_default(name: str) -> Any:
     return RunOptions.model_fields[name].default
 
 
+OPTION_ALIASES: dict[str, dict[str, str]] = {"planner": PLANNER_ALIASES}  # older values each option still takes
+
+
+def with_aliases(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every older option value read as its new one (``planner: gemini`` -> ``vlm``)."""
+    out = dict(values)
+    for name, aliases in OPTION_ALIASES.items():
+        if isinstance(out.get(name), str):
+            out[name] = aliases.get(out[name], out[name])
+    return out
+
+
 def option_schema(name: str) -> dict[str, Any]:
     """One option as a plain JSON Schema (type, limits, help) for schema-driven ways in such as MCP.
 
@@ -152,6 +164,8 @@ def option_schema(name: str) -> dict[str, Any]:
         schema = {**next(s for s in schema.pop("anyOf") if s.get("type") != "null"), **schema}
     if schema.get("default", 0) is None:
         schema.pop("default")
+    if "enum" in schema and name in OPTION_ALIASES:  # a schema-checking way in must let the older names through
+        schema["enum"] = [*schema["enum"], *OPTION_ALIASES[name]]
     contract = get_contract(first_image_tool()).parameters["properties"].get(name)
     if contract is not None:
         limits = {k: v for k, v in contract.items() if k not in ("description", "default")}

@@ -72,7 +72,7 @@ def arguments(tool: str | None, args: dict[str, Any]) -> str:
             else value
         )
         parts.append(f"{label} {shown}")
-    if tool in ("generate", "upload") and args.get("width") and args.get("height"):
+    if args.get("width") and args.get("height"):  # the image-making calls and an upload carry a size
         parts.append(f"size {args['width']}×{args['height']}")
     if args.get("seed") is not None:
         parts.append(f"seed {args['seed']}")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from emage_agent.core.errors import UserError
-from emage_agent.core.options import RunOptions, parse_options
+from emage_agent.core.options import RunOptions, parse_options, with_aliases
 
 # Fields of the options model that describe a session's records or its picture, not a request.
 NOT_REQUEST_OPTIONS = frozenset({"speed", "region", "objects", "image", "mask", "width", "height"})
@@ -84,7 +84,7 @@ def parse_size(size: str) -> dict[str, int]:
 def check_request(raw: dict[str, Any]) -> Parsed:
     """The request's fields checked (OpenAI's and EMage's, with EMage's limits), or a ``UserError`` naming one."""
     try:
-        request = ImageRequest.model_validate(raw)
+        request = ImageRequest.model_validate(with_aliases(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"

@@ -118,21 +118,8 @@ class Service:
 
     def agent_for(self, run: Run) -> Agent:
         """A light agent for one run: the base agent's collaborators, its executor a lane of the queue."""
-        base = self.agent
-        with self._lock:  # built once, before runs race to (two clients would split the call records)
-            evaluator, rewriter = base.evaluator, base.rewriter
-        return Agent(
-            base.settings,
-            root=self.root,
-            executor=self.gpu.lane(run.on_wait),
-            evaluator=evaluator,
-            rewriter=rewriter,
-            planner_factory=base._new_planner,
-            selector_config=base.selector_config,
-            limiter=base.limiter,
-            calls=base.calls,
-            on_event=run.on_event,
-        )
+        with self._lock:  # the shared VLM clients are built once, before runs race (they would split the call log)
+            return self.agent.derive(root=self.root, executor=self.gpu.lane(run.on_wait), on_event=run.on_event)
 
     def running(self, session_id: str) -> Run | None:
         with self._lock:

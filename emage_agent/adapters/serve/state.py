@@ -60,8 +60,8 @@ async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object (the size is already bounded by ``BodyLimit``), or a 400."""
     try:
         body = json.loads(await request.body() or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not JSON ({exc})", code="invalid_json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nesting is bounded too
+        raise ApiError(400, f"the body is not JSON ({str(exc)[:200]})", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     return body

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from emage_agent.core.errors import UserError
-from emage_agent.core.options import PERSON_OPTIONS, option_default, option_help, option_schema
+from emage_agent.core.options import OPTION_ALIASES, PERSON_OPTIONS, option_default, option_help, option_schema
 
 UI_OPTIONS: tuple[str, ...] = PERSON_OPTIONS  # the order the controls appear in and ``Page.run`` takes them
 MAX_SLIDER_SPAN = 100  # a wider range gets a number box: a slider would be too coarse to set
@@ -41,7 +41,8 @@ def control(name: str, value: Any) -> Any:
     if kind == "boolean":
         return gr.Checkbox(value=bool(value), label=label(name), info=info)
     if "enum" in schema:
-        return gr.Radio(list(schema["enum"]), value=value, label=label(name), info=info)
+        choices = [c for c in schema["enum"] if c not in OPTION_ALIASES.get(name, {})]  # older names: not offered
+        return gr.Radio(choices, value=value, label=label(name), info=info)
     low, high = schema.get("minimum"), schema.get("maximum")
     if value is not None and low is not None and high is not None and high - low <= MAX_SLIDER_SPAN:
         step = 1 if kind == "integer" else 0.01

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from emage_agent.core.decisions import Decision
+from emage_agent.core.tools import first_image_tool
 from emage_agent.session import IMAGE_TOOLS, SessionStore, StepRecord, words
 from emage_agent.session.chart import CHART_LEGEND, score_plot
 
@@ -66,7 +67,7 @@ def current_image(store: SessionStore) -> str | None:
 
 def seed_of(store: SessionStore) -> int | None:
     """The seed the session's first image was made with (chosen by the executor when none was given)."""
-    first = next((s for s in store.steps() if s.tool == "generate" and s.error is None), None)
+    first = next((s for s in store.steps() if s.tool == first_image_tool() and s.error is None), None)
     seed = first.args.get("seed") if first else None
     return int(seed) if isinstance(seed, int) else None
 

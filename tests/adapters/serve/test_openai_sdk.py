@@ -198,3 +198,13 @@ def test_a_streamed_body_over_the_limit_is_cut_off_with_413(server: Any) -> None
         timeout=30,
     )
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_deeply_nested_body_is_bad_input_not_a_server_error(server: Any) -> None:
+    answer = httpx.post(
+        server[0] + "/v1/images/generations",
+        content=b"[" * 100_000 + b"]" * 100_000,  # under the size limit, far deeper than any JSON parser recurses
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
