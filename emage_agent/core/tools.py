@@ -182,6 +182,7 @@ class Tool(BaseModel):
     preferred: bool = False  # where available, it repairs its categories before the tools that also do
     prepares: str | None = None  # the tool its output is for (make_mask -> inpaint): ranked right before it
     rank: int = 0  # ties between equally weighed repairs: prepare first, then the most local edit
+    did: str = ""  # what it did, in words for people ("re-rendered the image, keeping its outlines")
 
     @property
     def name(self) -> str:
@@ -227,14 +228,31 @@ class Tool(BaseModel):
 
 
 _TRAITS: dict[str, dict[str, Any]] = {  # the one place the code's knowledge of each tool is written
-    "rewrite_prompt": {"family": "none", "rewrites_prompt": True, "repairs": ("prompt", "semantic"), "rank": 0},
-    "make_mask": {"family": "none", "makes_mask": True, "prepares": "inpaint", "rank": 1},
-    "inpaint": {"family": "fill", "makes_image": True, "repairs": ("object",), "rank": 2},
-    "edit": {"family": "kontext", "makes_image": True, "repairs": ("object", "style"), "preferred": True, "rank": 3},
-    "depth_edit": {"family": "depth", "makes_image": True, "repairs": ("spatial",), "rank": 4},
-    "canny_edit": {"family": "canny", "makes_image": True, "repairs": ("style",), "rank": 5},
-    "generate": {"family": "dev", "makes_image": True, "rank": 6},
-}
+    "rewrite_prompt": {
+        "family": "none", "rewrites_prompt": True, "repairs": ("prompt", "semantic"), "rank": 0,
+        "did": "rewrote the prompt",
+    },
+    "make_mask": {
+        "family": "none", "makes_mask": True, "prepares": "inpaint", "rank": 1, "did": "marked a region to repaint",
+    },
+    "inpaint": {
+        "family": "fill", "makes_image": True, "repairs": ("object",), "rank": 2,
+        "did": "repainted one region of the image",
+    },
+    "edit": {
+        "family": "kontext", "makes_image": True, "repairs": ("object", "style"), "preferred": True, "rank": 3,
+        "did": "edited the image by instruction",
+    },
+    "depth_edit": {
+        "family": "depth", "makes_image": True, "repairs": ("spatial",), "rank": 4,
+        "did": "re-rendered the image, keeping its depth",
+    },
+    "canny_edit": {
+        "family": "canny", "makes_image": True, "repairs": ("style",), "rank": 5,
+        "did": "re-rendered the image, keeping its outlines",
+    },
+    "generate": {"family": "dev", "makes_image": True, "rank": 6, "did": "made a new image"},
+}  # fmt: skip
 
 
 @cache
@@ -267,6 +285,11 @@ def available_tools(settings: Settings) -> list[str]:
 def image_step_kinds() -> frozenset[str]:
     """Step tools whose image becomes the current image: the image-making tools and a person's upload."""
     return frozenset({UPLOAD, *(t.name for t in registry().values() if t.makes_image)})
+
+
+def family_tool(family: str) -> str:
+    """The image-making tool that runs ``family``'s model (``canny`` -> the Canny-conditioned edit)."""
+    return next(t.name for t in registry().values() if t.family == family and t.makes_image)
 
 
 def first_image_tool() -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from emage_agent.core.tools import family_tool
 from emage_agent.executor.generation import StepCallback, denoise
 from emage_agent.executor.models import ModelManager
 from emage_agent.executor.types import ToolOutput
@@ -67,15 +68,11 @@ def _controlled(
     return ToolOutput(tool=tool, image=result, control=control, seed=args["seed"], seconds=0.0)
 
 
-def canny_edit(
-    manager: ModelManager, args: dict[str, Any], image: Image.Image, on_step: StepCallback | None
-) -> ToolOutput:
+def canny(manager: ModelManager, args: dict[str, Any], image: Image.Image, on_step: StepCallback | None) -> ToolOutput:
     control = canny_map(image, args["low_threshold"], args["high_threshold"])
-    return _controlled(manager, "canny_edit", args, image, control, on_step)
+    return _controlled(manager, family_tool("canny"), args, image, control, on_step)
 
 
-def depth_edit(
-    manager: ModelManager, args: dict[str, Any], image: Image.Image, on_step: StepCallback | None
-) -> ToolOutput:
+def depth(manager: ModelManager, args: dict[str, Any], image: Image.Image, on_step: StepCallback | None) -> ToolOutput:
     control = depth_map(manager, image)
-    return _controlled(manager, "depth_edit", args, image, control, on_step)
+    return _controlled(manager, family_tool("depth"), args, image, control, on_step)

@@ -166,8 +166,8 @@ def _check(
 # The runner of each FLUX.1 family (module, function), imported on first use; mask making has its own.
 _RUNNERS = {
     "dev": ("generation", "generate"),
-    "canny": ("control", "canny_edit"),
-    "depth": ("control", "depth_edit"),
+    "canny": ("control", "canny"),
+    "depth": ("control", "depth"),
     "fill": ("inpainting", "inpaint"),
     "kontext": ("editing", "edit"),
 }

@@ -9,19 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from emage_agent.core.decisions import Decision
+from emage_agent.core.tools import get_tool, is_tool
 from emage_agent.session.records import StepRecord
 
-TOOL_WORDS = {
-    "generate": "made a new image",
-    "upload": "took the picture you gave",
-    "canny_edit": "re-rendered the image, keeping its outlines",
-    "depth_edit": "re-rendered the image, keeping its depth",
-    "inpaint": "repainted one region of the image",
-    "edit": "edited the image by instruction",
-    "make_mask": "marked a region to repaint",
-    "rewrite_prompt": "rewrote the prompt",
-    "feedback": "noted your words",
-}
+STEP_WORDS = {"upload": "took the picture you gave", "feedback": "noted your words"}  # steps that are no tool
+
+
+def did(tool: str) -> str:
+    """What a step's tool did, in words (the registry's ``did``), for any step kind."""
+    return get_tool(tool).did if is_tool(tool) else STEP_WORDS.get(tool, f"ran {tool}")
+
+
 WHY = {
     "initial": "it is the session's first image",
     "upload": "the session starts from it",
@@ -42,14 +40,14 @@ def _clip(text: Any, limit: int = 160) -> str:
 def what_ran(rec: StepRecord) -> str:
     """One sentence: what the step did and why (``Step 3 edited the image by instruction, because ...``)."""
     tool = rec.tool or rec.kind
-    did = TOOL_WORDS.get(tool, f"ran {tool}")
+    done = did(tool)
     decision = rec.decision or Decision()
     why = WHY.get(decision.strategy or "", "")
     if decision.request:
         why = "you asked: " + "; ".join(_clip(r, 80) for r in decision.request)
     elif not why and decision.strategy:
         why = f"the planner chose it ({_clip(decision.strategy, 40)})"
-    sentence = f"Step {rec.step} {did}" + (f", because {why}" if why else "") + "."
+    sentence = f"Step {rec.step} {done}" + (f", because {why}" if why else "") + "."
     if rec.error:
         sentence += f" It failed: {_clip(rec.error)}"
     if rec.rolled_back:
@@ -86,7 +84,7 @@ def alternatives(rec: StepRecord, limit: int = 3) -> list[str]:
     lines = []
     ranked = (rec.decision or Decision()).ranked
     for choice in ranked[1 : 1 + limit]:
-        lines.append(f"Also considered: {TOOL_WORDS.get(choice.tool, choice.tool)} ({_clip(choice.reason, 100)}).")
+        lines.append(f"Also considered: {did(choice.tool)} ({_clip(choice.reason, 100)}).")
     for veto in rec.vetoes:
-        lines.append(f"Ruled out {TOOL_WORDS.get(veto.tool, veto.tool)}: {_clip(veto.reason, 140)}.")
+        lines.append(f"Ruled out {did(veto.tool)}: {_clip(veto.reason, 140)}.")
     return lines

@@ -21,9 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
@@ -31,6 +28,7 @@ from emage_agent.core.settings import Settings
 from emage_agent.core.tools import available_tools
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
 from emage_agent.vlm.deadline import DeadlineTransport
+from emage_agent.vlm.gemini.sdk import genai, genai_errors, types
 from emage_agent.vlm.gemini.wire import function_declarations, send
 from emage_agent.vlm.parsing import TooDeep
 from emage_agent.vlm.transport import Reply, Request

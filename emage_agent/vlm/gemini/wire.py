@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from google.genai import types
-
 from emage_agent.core.tools import export_tools
+from emage_agent.vlm.gemini.sdk import types
 from emage_agent.vlm.transport import Reply, Request, ToolResult, Turn, split_results
 from emage_agent.vlm.turns import Pending
 
