@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from emage_agent.core.events import AgentEvent
+from emage_agent.core.events import AgentEvent, RetryNote
 from emage_agent.core.tools import registry
 from emage_agent.session import IMAGE_TOOLS
 
@@ -79,7 +79,7 @@ class BarsOnly(ProgressColumn):
 
 
 class RetryLines(logging.Handler):
-    """Shows the transports' retry records ("attempt 2 ... failed (503); retrying in 4.00s") as lines."""
+    """Shows the transports' retries as one plain line each, from the typed note on their log record."""
 
     def __init__(self, view: ProgressView) -> None:
         super().__init__(logging.INFO)
@@ -88,8 +88,12 @@ class RetryLines(logging.Handler):
     def emit(self, log_record: logging.LogRecord) -> None:
         if not log_record.name.startswith("emage_agent.vlm"):
             return
+        note = getattr(log_record, "emage_retry", None)
+        if isinstance(note, RetryNote):  # typed: "judge unreachable (503), retry 2/5 in 4.0 s"
+            self.view.line("retry", note.words())
+            return
         message = log_record.getMessage()
-        if any(word in message for word in RETRY_WORDS):
+        if any(word in message for word in RETRY_WORDS):  # a fallback model ("trying gemini-...")
             self.view.line("retry", message)
 
 

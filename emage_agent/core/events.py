@@ -99,6 +99,26 @@ EventPayload = Annotated[
 EventKind = Literal["step", "diffusion", "decision", "veto", "score", "wait", "rollback", "stopped", "warning"]
 
 
+ROLE_WORDS = {"evaluate": "judge", "plan": "planner", "rewrite": "prompt rewriter"}
+
+
+class RetryNote(BaseModel):
+    """A VLM call failed and will be tried again. The transports attach it to their "retrying" log record
+    (``extra={"emage_retry": note}``), so displays read numbers rather than parse log text."""
+
+    backend: str
+    purpose: str
+    attempt: int  # the attempt that failed; the retry is attempt + 1
+    max_attempts: int
+    reason: str  # an HTTP status code or an exception's name, never a message from the service
+    wait_s: float
+
+    def words(self) -> str:
+        """'judge unreachable (503), retry 2/5 in 4.0 s'."""
+        who = ROLE_WORDS.get(self.purpose, "VLM")
+        return f"{who} unreachable ({self.reason}), retry {self.attempt + 1}/{self.max_attempts} in {self.wait_s:.1f} s"
+
+
 class AgentEvent(BaseModel):
     """A progress event: a line for people (``message``) and its typed payload."""
 

@@ -18,6 +18,13 @@ from emage_agent.executor import Executor
 from tests.support.fake_gemini import Request, evaluation_reply
 from tests.support.tiny_family import TinyFamily
 
+
+@pytest.fixture
+def cli_settings(tiny_settings: Any, gemini_settings: Any) -> Any:
+    gemini = {k: v for k, v in gemini_settings.model_dump().items() if k.startswith("gemini_")}
+    return tiny_settings.model_copy(update=gemini)
+
+
 SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "prompts.jsonl"
 
 
@@ -151,3 +158,51 @@ def test_cli_bench_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "PROMPTS" in missing.stderr and "Traceback" not in missing.stderr
     modes = subprocess.run([*run, str(SHIPPED), "--modes", "single,worst"], env=env, capture_output=True, text=True)
     assert modes.returncode == 2 and "--modes" in modes.stderr
+
+
+def test_cli_bench_shows_progress_from_the_start_and_keeps_loading_apart(
+    cli_settings: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
+    """``emage-agent bench`` as a person runs it: a line before any work, loading apart from each mode's GPU s."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.adapters.test_cli import cli_env
+
+    fake_gemini.handler = lambda request: evaluation_reply(0.5) if request.purpose == "evaluate" else None
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\n")
+    out = tmp_path / "bench"
+    args = ["bench", str(prompts), "--out", str(out), "--modes", "single,emage", "--iterations", "1"]
+    args += ["--width", "64", "--height", "64", "--steps", "2", "--planner", "selector"]
+    env = cli_env(cli_settings, EMAGE_DETECTOR="none", COLUMNS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emage_agent.adapters.cli", *args],
+        env=env, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = ""
+    while not first.strip() and proc.poll() is None:
+        first = proc.stderr.readline()
+    # the first thing on screen says what happens (loading), while nothing is written yet
+    assert re.search(r"bench\s+loading the models", first), first
+    assert not (out / "results.json").exists()
+    started = time.monotonic()
+    stdout, rest = proc.communicate(timeout=180)
+    err = first + rest
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 120
+    assert re.search(r"models loaded: the warm-up took [\d.]+ GPU s", err)
+    assert re.search(r"\[1/2\] single: a red cube", err) and re.search(r"\[2/2\] emage: a red cube", err)
+    results = json.loads((out / "results.json").read_text())
+    loading = results["model_loading_gpu_seconds"]
+    by_mode = {o["mode"]: o for o in results["overall"]}
+    assert loading > 0 and f"model loading (warm-up, counted in no mode): {loading} GPU s" in stdout
+    assert re.search(rf"single\s+mean score 0\.5.*GPU {by_mode['single']['gpu_seconds']} s", stdout), stdout
+    # the single image's GPU seconds are its own, not the models' loading (the first image of a process)
+    assert by_mode["single"]["gpu_seconds"] < loading
+    gallery = (out / "gallery.html").read_text()
+    links = re.findall(r'href="([^"]+report\.html)"', gallery)
+    assert len(links) == 2 and all((out / link).is_file() for link in links)
+    assert {str((out / link).parent.resolve()) for link in links} == {r["session_dir"] for r in results["rows"]}

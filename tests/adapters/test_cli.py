@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from tests.loop.test_session_loop import CANNY, STYLE, Script
 from tests.session.test_store import SUMMARY_KEYS
-from tests.support.fake_gemini import Reply, evaluation_reply, function_call_reply
+from tests.support.fake_gemini import Reply, evaluation_reply, function_call_reply, unavailable
 
 KEY = "AIzaFAKE-cli-test-key-0123456789abcdef"
 
@@ -100,6 +101,21 @@ def test_human_output_shows_decisions_and_where_the_image_is(
     assert "canny_edit" in result.stderr and "score 0.90" in result.stderr  # progress goes to stderr
     best = next(line for line in result.stdout.splitlines() if line.startswith("Best image:"))
     assert Path(best.split(":", 1)[1].strip()).is_file()
+
+
+def test_judge_retries_show_as_one_line_with_their_count(cli_settings: Any, fake_gemini: Any, tmp_path: Path) -> None:
+    """Gemini answers 503 twice; the screen says so with the attempt and the maximum (EMAGE_GEMINI_MAX_ATTEMPTS)."""
+    fake_gemini.queue(unavailable(), unavailable())
+    Script(fake_gemini, evals=[(0.9, [])])
+    env = cli_env(cli_settings, EMAGE_GEMINI_RETRY_INITIAL_S="0.01", EMAGE_GEMINI_MAX_ATTEMPTS="5")
+    result = emage("a red fox", *SMALL, "--out", str(tmp_path / "s"), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(r"^\s*retry\s+(.*)$", result.stderr, re.M)
+    assert [re.sub(r"in \d+\.\d s$", "in N s", line) for line in lines] == [
+        "judge unreachable (503), retry 2/5 in N s",
+        "judge unreachable (503), retry 3/5 in N s",
+    ], result.stderr
+    assert "score 0.90" in result.stderr and fake_gemini.pending == 0
 
 
 @pytest.mark.parametrize(

@@ -285,3 +285,58 @@ def test_doctor_checks_offline_gives_each_problem_its_fix_and_fits_80_columns(tm
     assert checks["HF_TOKEN"]["status"] == "not set" and "licence" in checks["HF_TOKEN"]["fix"]
     assert "EMAGE_DETECTOR=none" in checks["EMAGE_DETECTOR"]["fix"]  # optional: says how to run without it
     assert "EMAGE_DETECTOR" not in report["problems"]
+
+
+@pytest.fixture
+def cli_settings(tiny_settings: Any, gemini_settings: Any) -> Any:
+    gemini = {k: v for k, v in gemini_settings.model_dump().items() if k.startswith("gemini_")}
+    return tiny_settings.model_copy(update=gemini)
+
+
+def test_chat_continues_sessions_made_by_batch_and_by_the_ui(
+    cli_settings: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
+    """``chat --session`` on a session ``emage-agent batch`` made (a process) and on one the UI made (an
+    upload, ``Agent.create`` with a picture): the history is shown, feedback is taken and stored."""
+    from PIL import Image
+
+    from emage_agent.api import Agent
+    from tests.adapters.test_cli import cli_env
+    from tests.loop.test_session_loop import CANNY, STYLE
+    from tests.support.fake_gemini import evaluation_reply, function_call_reply
+
+    def judge(request: Any) -> Any:
+        if request.purpose == "evaluate":
+            return evaluation_reply(0.5, [STYLE], summary="the car is red")
+        return function_call_reply(CANNY) if request.purpose == "plan" else None
+
+    fake_gemini.handler = judge
+    env = cli_env(cli_settings, COLUMNS="200")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox on a blue car\n")
+    batch = emage(
+        "batch", str(prompts), "--out", str(tmp_path / "b"), *SMALL, "--iterations", "0", env=env, cwd=tmp_path
+    )
+    assert batch.returncode == 0, batch.stderr
+    [row] = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    by_batch = Path(row["session_dir"])
+    picture = tmp_path / "mine.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    by_ui = Agent(cli_settings, root=tmp_path / "ui").create("a red fox on a blue car", image=picture).dir
+
+    for session, first_tool in ((by_batch, "generate"), (by_ui, "upload")):
+        chat = Chat(["--session", str(session)], env, tmp_path)
+        chat.expect(r"you> \s*$")
+        assert f"session: {session}" in chat.out and re.search(rf"step 1 \({first_tool}\)", chat.out), chat.out
+        history = chat.say("history")
+        assert re.search(rf"^\s*1[\s│]+{first_tool}\b", history, re.M), history
+        answer = chat.say("the car should be blue")
+        assert re.search(r"step \d+ \(canny_edit[^)]*\): score 0\.50", answer), answer
+        history = chat.say("history")
+        assert "you: the car should be blue" in history and "canny_edit" in history, history
+        chat.say("quit", then=r"continue later with")
+        code, err = chat.close()
+        assert code == 0 and "Traceback" not in err + chat.out, err + chat.out
+        summary = json.loads((session / "summary.json").read_text())
+        assert [h["tool"] for h in summary["history"]][:1] == [first_tool]
+        assert "canny_edit" in [h["tool"] for h in summary["history"]], summary["history"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,20 @@ def test_doctor_names_and_checks_the_backend(fake_openai: Any, tmp_path: Path) -
     assert "openai: fake-vlm at" in result.stdout and "answered" in result.stdout, result.stdout
     assert FAKE_OPENAI_KEY not in result.stdout + result.stderr
     assert fake_openai.requests[-1].path == "/v1/models"
+
+
+def test_cli_shows_the_servers_retries_with_their_count(settings: Any, fake_openai: Any, tmp_path: Path) -> None:
+    """The server answers 503 once: one plain line with the attempt and EMAGE_OPENAI_MAX_ATTEMPTS, then it goes on."""
+    fake_openai.queue(fo.error_reply(503, "busy"))
+    OpenAIScript(fake_openai, evals=[(0.9, [])])
+    env = {k: v for k, v in cli_env(settings).items() if not k.startswith(("EMAGE_GEMINI", "GEMINI", "GOOGLE"))}
+    env.update(
+        EMAGE_VLM="openai", EMAGE_OPENAI_BASE_URL=fake_openai.url, EMAGE_OPENAI_MODEL="fake-vlm",
+        EMAGE_OPENAI_MAX_ATTEMPTS="3", EMAGE_OPENAI_RETRY_INITIAL_S="0.01",
+    )  # fmt: skip
+    result = emage("a red fox on a blue car", *SMALL, "--out", str(tmp_path / "s"), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(r"^\s*retry\s+(.*)$", result.stderr, re.M)
+    assert [re.sub(r"in \d+\.\d s$", "in N s", line) for line in lines] == [
+        "judge unreachable (503), retry 2/3 in N s"
+    ], result.stderr

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
+from emage_agent.core.events import RetryNote
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import available_tools
 from emage_agent.vlm.calls import MAX_SINGLE_WAIT_S, CallLog, CallRecord, recorded
@@ -268,6 +269,16 @@ class GeminiClient:
             state.record.model,
             reason,
             rs.upcoming_sleep,
+            extra={
+                "emage_retry": RetryNote(
+                    backend="gemini",
+                    purpose=state.record.purpose,
+                    attempt=rs.attempt_number,
+                    max_attempts=self.settings.gemini_max_attempts,
+                    wait_s=rs.upcoming_sleep,
+                    reason=str(exc.code) if isinstance(exc, genai_errors.APIError) else type(exc).__name__,
+                )
+            },  # fmt: skip
         )
 
     def _translate(self, exc: genai_errors.APIError, state: _CallState) -> EmageError:

@@ -25,6 +25,7 @@ import openai
 from openai import OpenAI
 
 from emage_agent.core.errors import EmageError, ExecutionFailure, UnreadableAnswer, UserError, VLMUnavailable
+from emage_agent.core.events import RetryNote
 from emage_agent.core.settings import Settings
 from emage_agent.core.tools import available_tools, export_tools
 from emage_agent.vlm.calls import CallLog, CallRecord, backoff_s, recorded
@@ -238,6 +239,16 @@ class OpenAIClient:
                 record.attempts,
                 getattr(last, "status_code", type(last).__name__),
                 wait,
+                extra={
+                    "emage_retry": RetryNote(
+                        backend="openai",
+                        purpose=record.purpose,
+                        attempt=record.attempts,
+                        max_attempts=s.openai_max_attempts,
+                        wait_s=wait,
+                        reason=str(getattr(last, "status_code", type(last).__name__)),
+                    )
+                },  # fmt: skip
             )
             self._sleep(wait)
 
