@@ -200,9 +200,9 @@ class Agent:
         interruption before the first step is committed leaves no folder behind.
         """
         session = self.create(prompt, image=image, mask=mask, **options)
-        if announce is not None:
-            announce(session)
         try:
+            if announce is not None:  # inside: an interruption while it shows the folder still discards it
+                announce(session)
             if image is not None:
                 session.loop.evaluate_head()
             else:
@@ -245,14 +245,19 @@ class Agent:
         opts.generate_args(prompt)  # and the prompt itself, before anything is written
         where = Path(root) if root is not None else self.root
         store = SessionStore.create(where, original_prompt=prompt, options=opts.model_dump(mode="json"))
-        self.record_speed(store)
-        session = Session(self, store)
-        if picture is not None:
-            try:
+        session: Session | None = None
+        try:
+            self.record_speed(store)
+            session = Session(self, store)
+            if picture is not None:
                 session.loop.record_upload(picture, region, note)
-            except BaseException:
+        except BaseException:  # a bad setting or Ctrl-C before the first step: no empty folder is left behind
+            if session is None:
                 store.close()
-                raise
+                shutil.rmtree(store.dir, ignore_errors=True)
+            elif not session.discard_if_empty():
+                store.close()  # its upload step is kept
+            raise
         return session
 
     def record_speed(self, store: SessionStore) -> None:
