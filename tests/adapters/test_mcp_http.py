@@ -6,9 +6,7 @@ The bearer token is checked on every request; without one the server may only li
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,13 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from emage_agent.adapters.mcp.server import BearerAuth, build_server, http_app, is_loopback, main
 from emage_agent.core.errors import UserError
 from tests.support.scripted import scripted_agent
+from tests.support.uvicorn_thread import uvicorn_on_free_port
 
 pytestmark = pytest.mark.anyio
 TOKEN = "t0ken-for-tests-9f3ab1c2d4e5"
@@ -49,22 +47,8 @@ def server(tmp_path: Path) -> Any:
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1 and a free port; yields the MCP endpoint URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with uvicorn_on_free_port(lambda _port: app) as port:
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
 
 
 def post(url: str, authorization: str | None = None) -> httpx2.Response:

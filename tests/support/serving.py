@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from emage_agent.adapters.serve.app import build_app, serve
 from emage_agent.adapters.serve.runs import Service
 from emage_agent.adapters.serve.state import ServeState
 from emage_agent.core.errors import ExecutionFailure
 from emage_agent.engine import GpuQueue
 from tests.support.scripted import ScriptedExecutor, scripted_agent
+from tests.support.uvicorn_thread import uvicorn_on_free_port
 
 TOKEN = "serve-t0ken-for-tests-7c1d"
 
@@ -80,24 +79,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serving(state: ServeState) -> Iterator[str]:
     """The app on uvicorn at 127.0.0.1 and a free port, in a thread; yields the base URL (no trailing slash)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = build_app(state, host="127.0.0.1", port=port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        state.service.drain()
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+
+    def make_app(port: int) -> Any:  # the Host guard names the port
+        return build_app(state, host="127.0.0.1", port=port)
+
+    with uvicorn_on_free_port(make_app, timeout_graceful_shutdown=5) as port:
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            state.service.drain()
 
 
 if __name__ == "__main__":
