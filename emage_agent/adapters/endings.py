@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emage_agent.session.lifecycle import DB_NAME
-
 STATUS_BY_CODE = {0: "done", 1: "failed", 2: "error", 3: "busy", 130: "interrupted"}
 
 
@@ -27,6 +25,8 @@ class Ending:
 
     def saved(self) -> Path | None:
         """The session folder when it still exists (with its database), else None."""
+        from emage_agent.session.lifecycle import DB_NAME  # not at import: the CLI's --help stays light
+
         if self.session is not None and (self.session / DB_NAME).is_file():
             return self.session
         return None
